@@ -1,0 +1,97 @@
+"""Process settings, read from environment variables (and a `.env` file) by pydantic-settings.
+
+Nothing here is read at import: call :func:`get_settings` where settings are needed, so tests
+and commands can build their own :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workflows.ids import DEFAULT_TASK_QUEUE
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+DEV_PATIENT_LINK_SECRET = "dev-only-patient-link-secret-change-me"  # noqa: S105 - refused outside development
+
+
+class Settings(BaseSettings):
+    """Every setting of the product's processes (worker, API, dispatcher, CLI).
+
+    Refuses development defaults for secrets when ``JOURNEY_ENV`` is not ``development``.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    journey_env: Literal["development", "test", "production"] = "development"
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = DEFAULT_TASK_QUEUE
+    temporal_api_key: str | None = None
+    temporal_tls: bool = False
+    temporal_tls_client_cert: Path | None = None
+    temporal_tls_client_key: Path | None = None
+    temporal_ui_port: int = 8233
+
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL DSN; unset starts the embedded server."
+    )
+    journey_data_dir: Path = PROJECT_ROOT / ".data"
+    database_pool_min: int = 1
+    database_pool_max: int = 10
+
+    journey_codec_keys: str | None = Field(
+        default=None, description="Payload encryption keys: 'id:base64key,id2:base64key'."
+    )
+    journey_codec_active_key: str | None = None
+
+    journey_patient_link_secret: str = DEV_PATIENT_LINK_SECRET
+    journey_patient_link_days: int = 120
+    journey_integration_secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description='HMAC secrets per integration, JSON: {"booking": "...", "emr": "..."}.',
+    )
+    journey_webhook_tolerance_seconds: int = 300
+    journey_public_url: str = "http://127.0.0.1:8000"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    notification_channel: Literal["file", "smtp"] = "file"
+    notification_outbox_file: Path | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_sender: str = "clinic@example.invalid"
+
+    metrics_prometheus_bind: str | None = None
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _no_dev_secrets_outside_development(self) -> Settings:
+        if self.journey_env == "production":
+            if self.journey_patient_link_secret == DEV_PATIENT_LINK_SECRET:
+                raise ValueError(
+                    "JOURNEY_PATIENT_LINK_SECRET must be set outside development"
+                )
+            if not self.journey_codec_keys:
+                raise ValueError("JOURNEY_CODEC_KEYS must be set outside development")
+        return self
+
+    @property
+    def outbox_file(self) -> Path:
+        """Where the file channel writes the messages it would send."""
+        return self.notification_outbox_file or self.journey_data_dir / "outbox.log"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once on first use."""
+    return Settings()
