@@ -1,0 +1,1 @@
+"""Real PostgreSQL fixtures (embedded server, one per test session)."""

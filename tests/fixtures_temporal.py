@@ -1,0 +1,1 @@
+"""Real Temporal server fixtures (time-skipping and dev server)."""

@@ -1,0 +1,287 @@
+"""The PatientJourney contract: start input, signals, updates and the status query result.
+
+Names here are the integration contract (README, "Temporal contract"). Every model carries ids
+and clinical facts only: names and contact details live in PostgreSQL, never in history. New
+fields always get a default so old histories still deserialise.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from workflows.ids import PATIENT_ID_PATTERN
+from workflows.protocol import ClinicProtocol, DateRange
+from workflows.reasons import Reason
+from workflows.screening import ScreeningAnswers
+
+Stage = Literal[
+    "screening",
+    "deferred",
+    "excluded",
+    "awaiting_season",
+    "scheduled",
+    "session_due",
+    "recovery",
+    "spf_window",
+    "awaiting_review",
+    "completed",
+    "paused",
+    "withdrawn",
+]
+CLOSED_STAGES: frozenset[str] = frozenset({"excluded", "completed", "withdrawn"})
+SessionState = Literal["planned", "booked", "done", "no_show", "deferred", "cancelled"]
+Reaction = Literal["none", "expected", "prolonged"]
+Actor = Literal["patient", "staff", "clinician", "integration", "system"]
+Severity = Literal["mild", "moderate", "severe"]
+
+IdempotencyKey = Field(min_length=1, max_length=200)
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- start input
+
+
+class CourseSummary(_Message):
+    """What a finished course leaves for the next one (carried through continue-as-new)."""
+
+    course_number: int
+    sessions_done: int
+    last_session_on: date | None = None
+    outcome: str = ""
+
+
+class JourneyStartRequest(_Message):
+    """Input of ``PatientJourney.run``.
+
+    ``time_scale`` is the simulation clock (a training sandbox, demos, the load benchmark):
+    every wait is shortened by that factor while the journey's dates advance as simulated
+    dates. Production journeys use 1.
+    """
+
+    patient_id: str = Field(pattern=PATIENT_ID_PATTERN)
+    clinic_id: str = Field(default="default", min_length=1, max_length=64)
+    pore_grade: Literal["small", "moderate", "large"]
+    numbing_cream: bool = False
+    screening: ScreeningAnswers = ScreeningAnswers()
+    trips: list[DateRange] = []
+    time_scale: float = Field(default=1.0, ge=1.0, le=10_000_000.0)
+    earliest_start: date | None = None
+    # Set only by continue-as-new: the next course, and what the journey already knows.
+    course_number: int = Field(default=1, ge=1)
+    course_sessions: int | None = Field(default=None, ge=1)
+    previous_courses: list[CourseSummary] = []
+    clinic_protocol: ClinicProtocol | None = None
+    carried: JourneyCarry | None = None
+
+
+class JourneyCarry(_Message):
+    """State handed whole from one run to the next by continue-as-new."""
+
+    step: int = 0
+    sim_anchor_real: datetime | None = None
+    sim_anchor_sim: datetime | None = None
+    flags: list[str] = []
+    clinician_tasks: list[str] = []
+    seen_keys: list[str] = []
+    refused: list[RefusedRequest] = []
+
+
+# ---------------------------------------------------------------- signals (facts)
+
+
+class SessionCompletedSignal(_Message):
+    """An integration (booking, EMR, the laser device) reports that a session happened."""
+
+    idempotency_key: str = IdempotencyKey
+    session_number: int = Field(ge=1)
+    completed_at: AwareDatetime
+    source: str = Field(default="integration", min_length=1, max_length=64)
+
+
+class RecoveryCheckinSignal(_Message):
+    """The recovery check-in after a session (by phone, the patient page or the EMR)."""
+
+    idempotency_key: str = IdempotencyKey
+    session_number: int = Field(ge=1)
+    day: int = Field(ge=0, le=60)
+    reaction: Reaction
+    reported_by: Actor = "patient"
+
+
+class SpfAttestedSignal(_Message):
+    """The patient attests SPF-50 use on a date of the compliance window."""
+
+    idempotency_key: str = IdempotencyKey
+    on: date
+    reported_by: Actor = "patient"
+
+
+class AdverseEventSignal(_Message):
+    """An adverse reaction; the journey pauses and a clinician is flagged."""
+
+    idempotency_key: str = IdempotencyKey
+    severity: Severity
+    note_ref: str = Field(min_length=1, max_length=200, description="Id of the clinician's note.")
+    reported_by: Actor = "clinician"
+
+
+# ---------------------------------------------------------------- updates (requests)
+
+
+class ScreeningRequest(_Message):
+    """Answers of a re-screen (after a deferral, or before a further course)."""
+
+    answers: ScreeningAnswers
+    requested_by: Actor = "staff"
+
+
+class ScreeningDecision(_Message):
+    """The outcome of a screening, with a reason per contraindication."""
+
+    outcome: Literal["eligible", "deferred", "excluded"]
+    until: date | None = None
+    reasons: list[Reason] = []
+    stage: Stage
+
+
+class PreSessionCheckRequest(_Message):
+    """The answers on the day of a session, before it starts."""
+
+    session_number: int = Field(ge=1)
+    answers: ScreeningAnswers
+    checked_by: Actor = "staff"
+
+
+class PreSessionCheckResult(_Message):
+    """Cleared, or the session is deferred (with the reasons and the new plan)."""
+
+    cleared: bool
+    reasons: list[Reason] = []
+    deferred_until: date | None = None
+    stage: Stage
+
+
+class RescheduleRequest(_Message):
+    """Move a session: to a date (the clinic's default time) or a date and local time."""
+
+    session_number: int = Field(ge=1)
+    new_date: date
+    new_time: time | None = None
+    requested_by: Literal["patient", "staff"] = "patient"
+
+
+class RescheduleResult(_Message):
+    """The accepted plan: the moved session and any later ones shifted to keep the interval."""
+
+    session_number: int
+    new_dates: list[date]
+    sessions: list[SessionStatus]
+
+
+class PauseRequest(_Message):
+    """Hold every timer-driven step until resumed."""
+
+    reason: str = Field(min_length=1, max_length=500)
+    requested_by: Actor = "staff"
+
+
+class ResumeRequest(_Message):
+    """Resume a paused journey where it left off (replanning dates that passed)."""
+
+    reason: str = Field(min_length=1, max_length=500)
+    requested_by: Actor = "staff"
+
+
+class WithdrawRequest(_Message):
+    """End the journey for good, with the reason."""
+
+    reason: str = Field(min_length=1, max_length=500)
+    requested_by: Actor = "staff"
+
+
+class ControlResult(_Message):
+    """The stage after a pause, resume or withdraw."""
+
+    stage: Stage
+    previous_stage: Stage
+
+
+class ReviewRequest(_Message):
+    """The 3-month review: the course is complete, or a further course is needed."""
+
+    outcome: Literal["complete", "further_course"]
+    further_sessions: int | None = Field(default=None, ge=1)
+    reviewed_by: Actor = "clinician"
+    note_ref: str | None = Field(default=None, max_length=200)
+
+
+class ReviewResult(_Message):
+    """What follows the review."""
+
+    outcome: Literal["complete", "further_course"]
+    next_course_number: int | None = None
+    stage: Stage
+
+
+# ---------------------------------------------------------------- status query
+
+
+class SessionStatus(_Message):
+    """One session of the current course."""
+
+    number: int
+    planned_on: date
+    starts_at: datetime | None = None
+    arrive_by: datetime | None = None
+    state: SessionState = "planned"
+    completed_at: datetime | None = None
+    source: str | None = None
+    pre_session_checked: bool = False
+    reaction: Reaction | None = None
+
+
+class RefusedRequest(_Message):
+    """A request or fact the journey refused, with every reason."""
+
+    at: datetime
+    kind: str
+    reasons: list[Reason]
+
+
+class JourneyStatus(_Message):
+    """Everything staff need about one journey (the ``status`` query)."""
+
+    patient_id: str
+    clinic_id: str
+    stage: Stage
+    paused_from: Stage | None = None
+    protocol_version: str
+    course_number: int = 1
+    pore_grade: str
+    numbing_cream: bool
+    sessions: list[SessionStatus] = []
+    next_action: str | None = None
+    next_action_at: datetime | None = None
+    spf_until: date | None = None
+    review_on: date | None = None
+    flags: list[str] = []
+    clinician_tasks: list[str] = []
+    refused: list[RefusedRequest] = []
+    screening_outcome: str | None = None
+    deferred_until: date | None = None
+    waiting_reason: str | None = None
+    season_opens_on: date | None = None
+    closed_reason: str | None = None
+    time_scale: float = 1.0
+    journey_now: datetime | None = None
+    timezone: str = "UTC"
+    previous_courses: list[CourseSummary] = []
+
+
+JourneyStartRequest.model_rebuild()
