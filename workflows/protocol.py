@@ -1,0 +1,536 @@
+"""The clinical protocol as data: every clinical number, with defaults from DOMAIN.md.
+
+A clinic tunes the protocol with a clinic file (TOML, YAML or JSON) read by
+:func:`load_clinic_protocol`; each journey records :attr:`Protocol.version`.
+
+Guarantees:
+    * Every model is a frozen pydantic v2 model with ``extra="forbid"``: an unknown key is an
+      error, never silently ignored.
+    * Validators reject inconsistent settings with a message naming the field and the rule
+      (e.g. ``target_interval_min_days`` must not exceed ``target_interval_max_days``).
+    * Apart from :func:`load_clinic_protocol` (which reads the file it is given), the module is
+      pure: no clock, no randomness, no I/O. ``zoneinfo`` look-ups only read the time-zone
+      database. It is safe to pass through the Temporal workflow sandbox.
+"""
+
+from __future__ import annotations
+
+import calendar as _stdlib_calendar
+import json
+import tomllib
+from datetime import date, time
+from pathlib import Path
+from typing import Any, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "ClinicProtocol",
+    "ClinicSettings",
+    "DateRange",
+    "Hemisphere",
+    "PoreGrade",
+    "Protocol",
+    "ProtocolFileError",
+    "ScreeningRules",
+    "clinic_protocol_from_dict",
+    "load_clinic_protocol",
+]
+
+PoreGrade = Literal["small", "moderate", "large"]
+"""Pore-size grade recorded at enrolment; it decides the number of sessions."""
+
+Hemisphere = Literal["north", "south"]
+"""Where the clinic is; it decides the default summer months."""
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+_DEFAULT_SUMMER: dict[str, tuple[int, ...]] = {"north": (6, 7, 8), "south": (12, 1, 2)}
+
+
+class DateRange(BaseModel):
+    """A closed date range, both ends inclusive (used for planned trips with sun exposure).
+
+    Attributes:
+        start: First day of the range.
+        end: Last day of the range (``end >= start``; a one-day range has ``end == start``).
+    """
+
+    model_config = _FROZEN
+
+    start: date
+    end: date
+
+    @model_validator(mode="after")
+    def _end_not_before_start(self) -> DateRange:
+        if self.end < self.start:
+            raise ValueError(
+                f"end ({self.end.isoformat()}) must be on or after start ({self.start.isoformat()})"
+            )
+        return self
+
+    def contains(self, d: date) -> bool:
+        """True if ``start <= d <= end`` (both ends inclusive)."""
+        return self.start <= d <= self.end
+
+
+def _normalise_drug(name: str) -> str:
+    """Normalise a drug name for matching: case-folded, apostrophes dropped, single spaces."""
+    cleaned = name.replace("'", "").replace("’", "").casefold()
+    return " ".join(cleaned.split())
+
+
+class ScreeningRules(BaseModel):
+    """Screening numbers and the clinic's list of photosensitising drugs.
+
+    Attributes:
+        wound_deferral_days: Open wounds in the area defer screening by this many days.
+        tan_deferral_days: A recent tan defers by this many days without sun.
+        infection_deferral_days: Active herpes / skin infection defers by this many days.
+        isotretinoin_washout_months: Months after the last isotretinoin dose before treatment.
+        photosensitising_drug_washout_days: Clinic default washout (days from screening) when
+            a listed drug is taken and the clinician gives no washout date.
+        photosensitising_drugs: The clinic's list (matched case-insensitively, apostrophes and
+            extra spaces ignored: "St John's Wort" matches "st johns wort").
+        conservative_fitzpatrick_from: Fitzpatrick skin type from which the
+            ``conservative_settings`` flag is raised (7 disables the flag).
+    """
+
+    model_config = _FROZEN
+
+    wound_deferral_days: int = Field(default=14, ge=1)
+    tan_deferral_days: int = Field(default=28, ge=1)
+    infection_deferral_days: int = Field(default=14, ge=1)
+    isotretinoin_washout_months: int = Field(default=6, ge=1)
+    photosensitising_drug_washout_days: int = Field(default=30, ge=1)
+    photosensitising_drugs: tuple[str, ...] = (
+        "tetracyclines",
+        "fluoroquinolones",
+        "sulfonamides",
+        "thiazides",
+        "nsaids",
+        "retinoids",
+        "st johns wort",
+    )
+    conservative_fitzpatrick_from: int = Field(default=4, ge=1, le=7)
+
+    @field_validator("photosensitising_drugs")
+    @classmethod
+    def _normalise_drugs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        result: list[str] = []
+        for name in value:
+            key = _normalise_drug(name)
+            if not key:
+                raise ValueError("drug names must not be empty")
+            if key not in result:
+                result.append(key)
+        return tuple(result)
+
+    def is_photosensitising(self, drug: str) -> bool:
+        """True if ``drug`` is on the clinic's list (case-insensitive, apostrophes ignored)."""
+        return _normalise_drug(drug) in self.photosensitising_drugs
+
+
+class Protocol(BaseModel):
+    """Every clinical number of the pore-contraction course, with DOMAIN.md defaults.
+
+    Interval boundaries: two sessions ``a < b`` respect the minimum interval iff
+    ``(b - a).days >= min_interval_days`` (21 allowed, 20 refused). The target interval is
+    ``target_interval_min_days..target_interval_max_days`` days inclusive; for Fitzpatrick
+    IV–VI (``conservative``) the minimum and target become
+    ``conservative_interval_min_days..conservative_interval_max_days``.
+
+    Season boundary: the last session may be on the day ``summer start - summer_buffer_days``
+    and not later. Trip boundary: the last session may be on ``trip start - trip_buffer_days``
+    and not later.
+
+    Attributes:
+        version: Recorded by each journey at its start.
+        sessions_by_grade: Sessions in a course for each pore-size grade.
+        min_interval_days: Hard minimum between two sessions; never less.
+        target_interval_min_days: Lower end of the target interval (the planner's choice).
+        target_interval_max_days: Upper end of the target interval.
+        conservative_interval_min_days: Minimum and target lower end with conservative settings.
+        conservative_interval_max_days: Target upper end with conservative settings.
+        session_minutes_min: Shortest session (small area).
+        session_minutes_max: Longest session (large area).
+        numbing_lead_minutes: Numbing cream goes on this long before the session.
+        recovery_days_min: Redness/swelling usually lasts at least this many days.
+        recovery_days_max: A reaction lasting past this day is for a clinician to see.
+        recovery_checkin_day: Day after a session of the recovery check-in.
+        spf_months: SPF 50 is required until ``last session + spf_months`` (inclusive).
+        review_months: Review of the result ``review_months`` after the last session.
+        summer_buffer_days: Last session at least this many days before summer starts.
+        trip_buffer_days: Last session at least this many days before a planned trip.
+        no_show_grace_hours: Hours after the end of the appointment day before a no-show.
+        reminder_lead_hours: Appointment reminder this many hours before the session.
+        spf_reminder_interval_days: SPF reminders this often during the SPF window.
+        review_overdue_days: Review flagged overdue this many days after its date.
+        checkin_overdue_days: Recovery check-in flagged overdue this many days after its day.
+        max_sessions_per_course: Upper bound on sessions planned in one course.
+        planning_horizon_years: The planner searches this far ahead before giving up.
+        screening: Screening numbers and drug list.
+    """
+
+    model_config = _FROZEN
+
+    version: str = Field(default="pore-2026.1", min_length=1)
+    sessions_by_grade: dict[str, int] = Field(
+        default_factory=lambda: {"small": 3, "moderate": 3, "large": 4}
+    )
+    min_interval_days: int = Field(default=21, ge=1)
+    target_interval_min_days: int = Field(default=21, ge=1)
+    target_interval_max_days: int = Field(default=28, ge=1)
+    conservative_interval_min_days: int = Field(default=28, ge=1)
+    conservative_interval_max_days: int = Field(default=42, ge=1)
+    session_minutes_min: int = Field(default=20, ge=1)
+    session_minutes_max: int = Field(default=30, ge=1)
+    numbing_lead_minutes: int = Field(default=20, ge=0)
+    recovery_days_min: int = Field(default=5, ge=0)
+    recovery_days_max: int = Field(default=7, ge=1)
+    recovery_checkin_day: int = Field(default=7, ge=1)
+    spf_months: int = Field(default=2, ge=1)
+    review_months: int = Field(default=3, ge=1)
+    summer_buffer_days: int = Field(default=30, ge=0)
+    trip_buffer_days: int = Field(default=30, ge=0)
+    no_show_grace_hours: int = Field(default=12, ge=0)
+    reminder_lead_hours: int = Field(default=24, ge=0)
+    spf_reminder_interval_days: int = Field(default=14, ge=1)
+    review_overdue_days: int = Field(default=14, ge=0)
+    checkin_overdue_days: int = Field(default=2, ge=0)
+    max_sessions_per_course: int = Field(default=6, ge=1)
+    planning_horizon_years: int = Field(default=10, ge=1, le=50)
+    screening: ScreeningRules = Field(default_factory=ScreeningRules)
+
+    @field_validator("sessions_by_grade")
+    @classmethod
+    def _grades_complete_and_positive(cls, value: dict[str, int]) -> dict[str, int]:
+        missing = [g for g in get_args(PoreGrade) if g not in value]
+        if missing:
+            raise ValueError(
+                f"must give sessions for every grade ({', '.join(get_args(PoreGrade))}); "
+                f"missing: {', '.join(missing)}"
+            )
+        bad = [f"{g}={n}" for g, n in value.items() if n < 1]
+        if bad:
+            raise ValueError(f"sessions per grade must be at least 1 (got {', '.join(bad)})")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Protocol:
+        problems: list[str] = []
+
+        def need(ok: bool, text: str) -> None:
+            if not ok:
+                problems.append(text)
+
+        need(
+            self.target_interval_min_days <= self.target_interval_max_days,
+            f"target_interval_min_days ({self.target_interval_min_days}) must not exceed "
+            f"target_interval_max_days ({self.target_interval_max_days})",
+        )
+        need(
+            self.min_interval_days <= self.target_interval_min_days,
+            f"min_interval_days ({self.min_interval_days}) must not exceed "
+            f"target_interval_min_days ({self.target_interval_min_days})",
+        )
+        need(
+            self.conservative_interval_min_days <= self.conservative_interval_max_days,
+            f"conservative_interval_min_days ({self.conservative_interval_min_days}) must not "
+            f"exceed conservative_interval_max_days ({self.conservative_interval_max_days})",
+        )
+        need(
+            self.min_interval_days <= self.conservative_interval_min_days,
+            f"min_interval_days ({self.min_interval_days}) must not exceed "
+            f"conservative_interval_min_days ({self.conservative_interval_min_days})",
+        )
+        need(
+            self.session_minutes_min <= self.session_minutes_max,
+            f"session_minutes_min ({self.session_minutes_min}) must not exceed "
+            f"session_minutes_max ({self.session_minutes_max})",
+        )
+        need(
+            self.recovery_days_min <= self.recovery_days_max,
+            f"recovery_days_min ({self.recovery_days_min}) must not exceed "
+            f"recovery_days_max ({self.recovery_days_max})",
+        )
+        too_many = [
+            f"{g}={n}"
+            for g, n in self.sessions_by_grade.items()
+            if n > self.max_sessions_per_course
+        ]
+        need(
+            not too_many,
+            f"sessions_by_grade must not exceed max_sessions_per_course "
+            f"({self.max_sessions_per_course}); got {', '.join(too_many)}",
+        )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def sessions_for(self, grade: str) -> int:
+        """Number of sessions in a course for a pore-size grade.
+
+        Raises:
+            ValueError: If the grade is unknown; the message names the known grades.
+        """
+        try:
+            return self.sessions_by_grade[grade]
+        except KeyError:
+            known = ", ".join(self.sessions_by_grade)
+            raise ValueError(f"unknown pore-size grade {grade!r}; known grades: {known}") from None
+
+    def interval_bounds(self, conservative: bool = False) -> tuple[int, int, int]:
+        """The interval rules in force.
+
+        Returns:
+            ``(hard_min, target_min, target_max)`` in days: the normal ones, or with
+            ``conservative`` the conservative minimum (also the hard minimum) and maximum.
+        """
+        if conservative:
+            return (
+                self.conservative_interval_min_days,
+                self.conservative_interval_min_days,
+                self.conservative_interval_max_days,
+            )
+        return (
+            self.min_interval_days,
+            self.target_interval_min_days,
+            self.target_interval_max_days,
+        )
+
+
+def _normalise_summer(months: tuple[int, ...]) -> tuple[int, ...]:
+    """Validate a run of summer months and return it in calendar order of the run.
+
+    The run may wrap from December to January: ``(1, 2, 12)`` becomes ``(12, 1, 2)``.
+    """
+    if not months:
+        raise ValueError("summer_months must name at least one month (or be left out)")
+    bad = [m for m in months if not 1 <= m <= 12]
+    if bad:
+        raise ValueError(f"summer months must be 1–12 (got {bad})")
+    unique = set(months)
+    if len(unique) != len(months):
+        raise ValueError(f"summer months must not repeat (got {list(months)})")
+    if len(unique) == 12:
+        raise ValueError("summer_months must leave at least one month outside summer")
+    starts = [m for m in unique if ((m - 2) % 12) + 1 not in unique]
+    if len(starts) != 1:
+        raise ValueError(
+            f"summer months must be one contiguous run, e.g. [6, 7, 8] or [12, 1, 2] "
+            f"(got {list(months)})"
+        )
+    first = starts[0]
+    return tuple(((first - 1 + i) % 12) + 1 for i in range(len(unique)))
+
+
+class ClinicSettings(BaseModel):
+    """Where and when a clinic works.
+
+    Attributes:
+        clinic_id: Stable id of the clinic.
+        name: Display name.
+        timezone: IANA zone name (validated with ``zoneinfo``); all clinical dates are local.
+        hemisphere: Decides the default summer: north → June–August, south → December–February.
+        summer_months: Explicit override of the summer months: one contiguous run (may wrap
+            December → January), each 1–12, leaving at least one month outside summer.
+            Normalised to the run's order, e.g. ``[1, 2, 12]`` → ``(12, 1, 2)``.
+        open_weekdays: Days sessions can be booked (Monday=0 … Sunday=6); sorted, de-duplicated.
+        session_start: Local start time of the default appointment.
+    """
+
+    model_config = _FROZEN
+
+    clinic_id: str = Field(default="default", min_length=1)
+    name: str = "Default clinic"
+    timezone: str = "UTC"
+    hemisphere: Hemisphere = "north"
+    summer_months: tuple[int, ...] | None = None
+    open_weekdays: tuple[int, ...] = (0, 1, 2, 3, 4)
+    session_start: time = time(9, 0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as 'Europe/Paris'"
+            ) from None
+        return value
+
+    @field_validator("summer_months")
+    @classmethod
+    def _valid_summer(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        return None if value is None else _normalise_summer(value)
+
+    @field_validator("open_weekdays")
+    @classmethod
+    def _valid_weekdays(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value:
+            raise ValueError("open_weekdays must name at least one day (Monday=0 … Sunday=6)")
+        bad = [d for d in value if not 0 <= d <= 6]
+        if bad:
+            raise ValueError(f"open weekdays must be 0–6, Monday=0 (got {bad})")
+        return tuple(sorted(set(value)))
+
+    @field_validator("session_start", mode="before")
+    @classmethod
+    def _time_not_number(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted 10:30 as the number 630; refuse numbers outright.
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError('must be a time such as "09:30" (quote it in YAML)')
+        return value
+
+    def effective_summer_months(self) -> tuple[int, ...]:
+        """The summer months in force, in run order (e.g. ``(12, 1, 2)`` in the south)."""
+        if self.summer_months is not None:
+            return self.summer_months
+        return _DEFAULT_SUMMER[self.hemisphere]
+
+    def tz(self) -> ZoneInfo:
+        """The clinic's time zone."""
+        return ZoneInfo(self.timezone)
+
+
+def _shortest_season_days(summer: tuple[int, ...]) -> int:
+    """Days outside summer between two summers, in the shortest (non-leap) year."""
+    return sum(_stdlib_calendar.monthrange(2023, m)[1] for m in range(1, 13) if m not in summer)
+
+
+class ClinicProtocol(BaseModel):
+    """A clinic and the protocol it uses: the contents of a clinic file.
+
+    Guarantees:
+        Every season has at least one day on which a course's last session is allowed, i.e.
+        the days outside summer exceed ``protocol.summer_buffer_days``.
+    """
+
+    model_config = _FROZEN
+
+    clinic: ClinicSettings = Field(default_factory=ClinicSettings)
+    protocol: Protocol = Field(default_factory=Protocol)
+
+    @model_validator(mode="after")
+    def _season_not_empty(self) -> ClinicProtocol:
+        days = _shortest_season_days(self.clinic.effective_summer_months())
+        if days <= self.protocol.summer_buffer_days:
+            raise ValueError(
+                f"the season outside summer ({days} days) must be longer than "
+                f"protocol.summer_buffer_days ({self.protocol.summer_buffer_days})"
+            )
+        return self
+
+
+class ProtocolFileError(ValueError):
+    """A clinic file or settings mapping that cannot be used.
+
+    ``str(error)`` is one readable line per problem, each naming the source, the field path
+    and the rule; ``problems`` holds the same lines as a list.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model class reached by following ``loc`` from :class:`ClinicProtocol`."""
+    model: type[BaseModel] = ClinicProtocol
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _describe_errors(error: ValidationError, source: str) -> list[str]:
+    lines: list[str] = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            owner = _model_at(loc[:-1])
+            allowed = ", ".join(owner.model_fields) if owner is not None else ""
+            text = "unknown key" + (f"; allowed keys here: {allowed}" if allowed else "")
+        else:
+            text = item["msg"]
+            if text.startswith("Value error, "):
+                text = text.removeprefix("Value error, ")
+        lines.append(f"{source}: {path}: {text}")
+    return lines
+
+
+def clinic_protocol_from_dict(data: Any, *, source: str = "clinic settings") -> ClinicProtocol:
+    """Validate a mapping with top-level keys ``clinic`` and ``protocol``.
+
+    Args:
+        data: The parsed mapping (``None`` means all defaults).
+        source: Name used at the start of each error line (the file name when loading).
+
+    Returns:
+        The validated, frozen :class:`ClinicProtocol`.
+
+    Raises:
+        ProtocolFileError: One line per problem: ``<source>: <field.path>: <rule>``.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ProtocolFileError(
+            [f"{source}: (top level): must be a mapping with [clinic] and [protocol] tables"]
+        )
+    try:
+        return ClinicProtocol.model_validate(data)
+    except ValidationError as error:
+        raise ProtocolFileError(_describe_errors(error, source)) from None
+
+
+def load_clinic_protocol(path: str | Path) -> ClinicProtocol:
+    """Read a clinic file: ``.toml``, ``.yaml``/``.yml`` or ``.json``.
+
+    Layout: top-level tables ``[clinic]`` (:class:`ClinicSettings`) and ``[protocol]``
+    (:class:`Protocol`, with ``[protocol.screening]``); both optional, unknown keys refused.
+    This is the only function of ``workflows`` that does I/O; never call it in workflow code.
+
+    Raises:
+        ProtocolFileError: The file is missing or unreadable, not valid in its format, has an
+            unknown extension, or fails validation; one line per problem naming the file.
+    """
+    file = Path(path)
+    source = str(file)
+    suffix = file.suffix.lower()
+    if suffix not in {".toml", ".yaml", ".yml", ".json"}:
+        raise ProtocolFileError(
+            [f"{source}: unknown file type {suffix or '(none)'!r}; use .toml, .yaml, .yml or .json"]
+        )
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ProtocolFileError([f"{source}: cannot read the file: {reason}"]) from None
+    import yaml  # imported here: only the file loader needs it, workflow code never does
+
+    try:
+        if suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
+        detail = " ".join(str(error).split())
+        raise ProtocolFileError([f"{source}: not valid {suffix[1:].upper()}: {detail}"]) from None
+    return clinic_protocol_from_dict(data, source=source)
