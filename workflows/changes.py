@@ -223,7 +223,7 @@ def check_session_change(
     last = new_dates[-1]
     cutoff = season_cutoff(new_date, clinic, protocol)
     if last > cutoff:
-        summer_start = cutoff + timedelta(days=protocol.summer_buffer_days)
+        summer_start = summer_start_after(cutoff, clinic)
         which = "session" if len(new_dates) == 1 else f"course (session {later[-1].number})"
         reasons.append(
             Reason(

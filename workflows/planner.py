@@ -233,7 +233,7 @@ def plan_course(
         dates = greedy_dates(start, sessions, target_min, clinic_protocol)
         next_start = start
         if dates[-1] > cutoff:
-            summer_start = cutoff + timedelta(days=protocol.summer_buffer_days)
+            summer_start = summer_start_after(cutoff, clinic)
             reopen = season_window(cutoff + timedelta(days=1), clinic, protocol)[0]
             moves.append(
                 Reason(

@@ -84,12 +84,18 @@ def next_season_opening(d: date, clinic: ClinicSettings) -> date:
 def season_cutoff(d: date, clinic: ClinicSettings, protocol: Protocol) -> date:
     """The last allowed date of a course's last session in the season containing ``d``.
 
-    ``= start of the next summer − protocol.summer_buffer_days``; that day itself is allowed.
+    ``= start of the next summer − protocol.summer_buffer_days``; that day itself is allowed
+    (with a buffer of 0 the cutoff is the last day before summer).
     If ``d`` is in summer, the season is the one opening after that summer. Note that ``d``
     may itself be after the cutoff (e.g. 10 May in the north: the cutoff is 2 May).
     """
     opening = next_season_opening(d, clinic)
-    return summer_start_after(opening, clinic) - timedelta(days=protocol.summer_buffer_days)
+    summer_start = summer_start_after(opening, clinic)
+    # With summer_buffer_days = 0 the cutoff is still the last day before summer.
+    return min(
+        summer_start - timedelta(days=protocol.summer_buffer_days),
+        summer_start - timedelta(days=1),
+    )
 
 
 def season_window(d: date, clinic: ClinicSettings, protocol: Protocol) -> tuple[date, date]:
