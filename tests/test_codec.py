@@ -157,13 +157,15 @@ def test_generate_key_is_random_32_bytes() -> None:
 def test_codec_from_settings() -> None:
     a, b = generate_key(), generate_key()
     assert codec_from_settings(None, None) is None
-    codec = codec_from_settings(f"k1:{a},k2:{b}", None)
-    assert codec is not None
-    assert codec.active_key_id == "k2"
-    assert codec.key_ids == {"k1", "k2"}
-    explicit = codec_from_settings(f"k1:{a},k2:{b}", "k1")
+    single = codec_from_settings(f"k1:{a}", None)
+    assert single is not None
+    assert single.active_key_id == "k1"
+    explicit = codec_from_settings(f"k1:{a},k2:{b}", "k2")
     assert explicit is not None
-    assert explicit.active_key_id == "k1"
+    assert explicit.active_key_id == "k2"
+    assert explicit.key_ids == {"k1", "k2"}
+    with pytest.raises(KeyRingError, match="set JOURNEY_CODEC_ACTIVE_KEY"):
+        codec_from_settings(f"k1:{a},k2:{b}", None)
 
 
 # --- on a real dev server ---------------------------------------------------------------

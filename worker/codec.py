@@ -193,16 +193,24 @@ class EncryptionCodec(temporalio.converter.PayloadCodec):
 def codec_from_settings(keys_spec: str | None, active_key_id: str | None) -> EncryptionCodec | None:
     """The codec for ``JOURNEY_CODEC_KEYS`` / ``JOURNEY_CODEC_ACTIVE_KEY``, or None when unset.
 
-    When ``active_key_id`` is empty the last key of the ring is active (append the new key,
-    then drop the old one once no open journey needs it).
+    With a single key, that key is active; with several, the active one must be named: guessing
+    "first" or "last" silently would encrypt with the wrong key mid-rotation.
 
     Raises:
-        KeyRingError: as :func:`parse_key_ring` and :class:`EncryptionCodec`.
+        KeyRingError: several keys and no active key id; and as :func:`parse_key_ring` and
+            :class:`EncryptionCodec`.
     """
     if not keys_spec:
         return None
     keys = parse_key_ring(keys_spec)
-    return EncryptionCodec(keys, active_key_id or next(reversed(keys)))
+    if not active_key_id:
+        if len(keys) > 1:
+            raise KeyRingError(
+                f"JOURNEY_CODEC_KEYS holds {len(keys)} keys: set JOURNEY_CODEC_ACTIVE_KEY to "
+                f"one of {list(keys)}"
+            )
+        active_key_id = next(iter(keys))
+    return EncryptionCodec(keys, active_key_id)
 
 
 def with_codec(
