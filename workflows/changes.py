@@ -13,8 +13,8 @@ Rules (all that apply are collected; ``hard minimum`` is ``min_interval_days``, 
     * ``during_trip``: the new date (or a later session, kept or shifted) falls inside a trip;
     * ``after_season_cutoff``: after later sessions are shifted, the last one is after the
       cutoff of the season of the new date (the cutoff day itself is allowed);
-    * ``too_close_to_trip``: a trip starts between the first remaining session and
-      ``trip_buffer_days`` after the last one.
+    * ``too_close_to_trip``: a trip starts on or after the first remaining session and less
+      than ``trip_buffer_days`` after the last one (exactly ``trip_buffer_days`` is allowed).
 Later not-done sessions keep their dates unless the hard minimum after the (new) session
 before them requires a shift; then each moves to the first open day allowed.
 
@@ -242,7 +242,7 @@ def check_session_change(
     for trip in trips:
         if any(trip.contains(d) for d in new_dates):
             continue  # already reported as during_trip
-        if first <= trip.start <= last + buffer:
+        if first <= trip.start < last + buffer:
             reasons.append(
                 Reason(
                     rule="too_close_to_trip",

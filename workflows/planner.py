@@ -120,9 +120,9 @@ def trip_conflicts(
     """Trips that the course ``dates`` (ascending, non-empty) breaks, with the reason.
 
     A trip conflicts if a session falls inside it (``during_trip``) or if it starts on or after
-    the first session and no more than ``trip_buffer_days`` after the last session
+    the first session and less than ``trip_buffer_days`` after the last session
     (``too_close_to_trip``): the last session must be on or before ``trip.start −
-    trip_buffer_days``.
+    trip_buffer_days`` (a trip starting exactly ``trip_buffer_days`` after it is fine).
     """
     first, last = dates[0], dates[-1]
     buffer = protocol.trip_buffer_days
@@ -142,7 +142,7 @@ def trip_conflicts(
                     ),
                 )
             )
-        elif first <= trip.start <= last + timedelta(days=buffer):
+        elif first <= trip.start < last + timedelta(days=buffer):
             latest = trip.start - timedelta(days=buffer)
             if trip.start <= last:
                 text = (
