@@ -2,7 +2,9 @@
 
 Guarantees: pure and deterministic (no clock: the caller passes ``now``), correct across
 daylight-saving changes (offsets come from the clinic's zone on the date in question), safe in
-the Temporal workflow sandbox.
+the Temporal workflow sandbox provided ``zoneinfo`` is passed through (as
+``worker/registry.py`` does): the default sandbox hands out a restricted ``ZoneInfo`` proxy that
+``datetime.astimezone`` refuses ("tzinfo argument must be ... tzinfo subclass").
 """
 
 from __future__ import annotations
