@@ -1,0 +1,1 @@
+"""SQL migrations, applied in name order by :func:`worker.database.migrate`."""
