@@ -71,7 +71,8 @@ def main() -> int:
     except importlib.metadata.PackageNotFoundError as err:
         sys.stderr.write(f"not installed: {err}; run `pip install -e .` first\n")
         return 1
-    kept, dropped = [], []
+    kept: list[str] = []
+    dropped: list[str] = []
     for line in frozen:
         name = line.split("==", 1)[0].strip()
         if not name or line.startswith("#"):

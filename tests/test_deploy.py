@@ -116,9 +116,9 @@ def _compose_schema() -> dict[str, Any]:
 
 
 def test_compose_matches_the_compose_spec_schema(compose: dict[str, Any]) -> None:
+    schema = _compose_schema()
     import jsonschema
 
-    schema = _compose_schema()
     validator_class = jsonschema.validators.validator_for(schema)
     errors = sorted(validator_class(schema).iter_errors(compose), key=str)
     assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
@@ -199,7 +199,9 @@ def test_manifest_matches_kubernetes_schema(doc: dict[str, Any]) -> None:
 def test_kubernetes_schema_check_can_fail() -> None:
     broken = copy.deepcopy(_k8s("Deployment", "journey-worker"))
     broken["spec"]["replicass"] = 2
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate", reason="dev extra 'kubernetes-validate' is not installed"
+    )
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
 

