@@ -77,6 +77,8 @@ def pg_server() -> Iterator[PgServer]:
 @pytest.fixture(scope="session")
 async def pg_template(pg_server: PgServer) -> AsyncIterator[str]:
     """A migrated database that each test database is copied from (faster than migrating)."""
+    if pg_server.embedded is not None:
+        await _skip_fsync(pg_server.admin_dsn)
     name = f"tmpl_{uuid.uuid4().hex[:12]}"
     await create_database(pg_server.admin_dsn, name)
     await migrate(pg_server.dsn(name))
@@ -106,6 +108,18 @@ async def pg_pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
         yield pool
     finally:
         await pool.close()
+
+
+async def _skip_fsync(admin_dsn: str) -> None:
+    # The throw-away test server needs no durability: without fsync, CREATE/DROP DATABASE take
+    # ~30 ms instead of ~350 ms. Clean shutdowns (the outage tests) still write everything.
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            await conn.execute(f"ALTER SYSTEM SET {setting} = off")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
 
 
 async def _drop_database(server: PgServer, name: str) -> None:

@@ -1,0 +1,195 @@
+"""Channel adapters: how a rendered message leaves the product.
+
+Each ``send`` receives a provider key, stable for one outbox row across every resend. A real
+provider uses it as its idempotency key; :class:`FileChannel` does the same (it never writes a
+provider key twice), so a resend after a crash between send and mark delivers nothing twice.
+SMTP has no such key: :class:`SmtpChannel` sets it as the ``Message-ID`` (mail clients and many
+relays drop a second message with the same id), which narrows but cannot close that window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import json
+import smtplib
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
+
+ChannelName = Literal["email", "sms", "staff"]
+
+
+class OutgoingMessage(BaseModel):
+    """One rendered message and where it goes (``to``: an address, a phone number, or
+    ``staff``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel: ChannelName
+    to: str
+    subject: str
+    body: str
+
+
+class PermanentDeliveryError(Exception):
+    """The channel can never deliver this message (e.g. no SMS provider); the dispatcher marks
+    the row failed at once instead of retrying."""
+
+
+class Channel(Protocol):
+    """Delivers messages; ``send`` raises on failure (retried later with backoff) or
+    :class:`PermanentDeliveryError` (never retried)."""
+
+    async def send(self, message: OutgoingMessage, provider_key: str) -> None:
+        """Deliver ``message``; a repeat with the same ``provider_key`` must not deliver twice
+        where the channel can tell."""
+        ...
+
+
+class FileChannel:
+    """Writes one JSON line per message to a file instead of sending it (development default).
+
+    Idempotent by provider key: a key already in the file is not written again. The check and
+    the append hold an exclusive ``flock``, so several dispatchers (threads or processes) may
+    share the file. The file holds names and addresses: it lives under the git-ignored data
+    folder.
+    """
+
+    def __init__(self, path: Path) -> None:
+        """Args:
+        path: The file to append to (its folder is created on first send).
+        """
+        self.path = path
+
+    async def send(self, message: OutgoingMessage, provider_key: str) -> None:
+        """Append the message unless its provider key was written before."""
+        await asyncio.to_thread(self._append, message, provider_key)
+
+    def _append(self, message: OutgoingMessage, provider_key: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a+", encoding="utf-8") as file:
+            fcntl.flock(file, fcntl.LOCK_EX)
+            try:
+                file.seek(0)
+                for line in file:
+                    try:
+                        if json.loads(line).get("provider_key") == provider_key:
+                            return
+                    except json.JSONDecodeError:
+                        continue  # a torn line from a crash mid-write is not a match
+                record = {
+                    "provider_key": provider_key,
+                    "channel": message.channel,
+                    "to": message.to,
+                    "subject": message.subject,
+                    "body": message.body,
+                    "written_at": datetime.now(UTC).isoformat(),
+                }
+                file.write(json.dumps(record, ensure_ascii=False) + "\n")
+                file.flush()
+            finally:
+                fcntl.flock(file, fcntl.LOCK_UN)
+
+    def sent_keys(self) -> list[str]:
+        """The provider keys in the file, in order (for tests and operators)."""
+        if not self.path.exists():
+            return []
+        keys: list[str] = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                keys.append(json.loads(line)["provider_key"])
+            except (json.JSONDecodeError, KeyError):
+                continue
+        return keys
+
+
+class SmtpChannel:
+    """E-mail over SMTP (stdlib ``smtplib`` in a thread, so the event loop never blocks).
+
+    Port 465 uses implicit TLS; otherwise STARTTLS is used when the server offers it. Staff
+    alerts go to ``staff_to`` (the sender address unless given). SMS is refused with
+    :class:`PermanentDeliveryError`: no SMS provider is configured.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        user: str | None,
+        password: str | None,
+        sender: str,
+        *,
+        staff_to: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.sender = sender
+        self.staff_to = staff_to or sender
+        # Shorter than the dispatcher's lease, so a hung server cannot outlive the lease.
+        self.timeout = timeout
+
+    async def send(self, message: OutgoingMessage, provider_key: str) -> None:
+        """Send one e-mail whose ``Message-ID`` derives from the provider key."""
+        if message.channel == "sms":
+            raise PermanentDeliveryError("no SMS provider is configured")
+        await asyncio.to_thread(self._send, message, provider_key)
+
+    def _send(self, message: OutgoingMessage, provider_key: str) -> None:
+        email = EmailMessage()
+        email["From"] = self.sender
+        email["To"] = self.staff_to if message.channel == "staff" else message.to
+        email["Subject"] = message.subject
+        email["Message-ID"] = message_id(provider_key, self.sender)
+        email["X-Idempotency-Key"] = provider_key
+        email.set_content(message.body)
+        smtp: smtplib.SMTP
+        if self.port == 465:
+            smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout)
+        else:
+            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        with smtp:
+            smtp.ehlo()
+            if self.port != 465 and smtp.has_extn("starttls"):
+                smtp.starttls()
+                smtp.ehlo()
+            if self.user:
+                smtp.login(self.user, self.password or "")
+            smtp.send_message(email)
+
+
+def message_id(provider_key: str, sender: str) -> str:
+    """A valid RFC 5322 ``Message-ID`` that is the same for every resend of one outbox row
+    (provider keys contain ``:`` and ``+``, which a message id may not)."""
+    domain = sender.rpartition("@")[2] or "pore-journey.invalid"
+    digest = hashlib.sha256(provider_key.encode()).hexdigest()[:40]
+    return f"<{digest}@{domain}>"
+
+
+def build_channel(settings: Settings) -> Channel:
+    """The channel the settings choose: ``file`` (default, ``settings.outbox_file``) or ``smtp``.
+
+    Raises:
+        ValueError: ``smtp`` is chosen but ``SMTP_HOST`` is not set.
+    """
+    if settings.notification_channel == "smtp":
+        if not settings.smtp_host:
+            raise ValueError("NOTIFICATION_CHANNEL=smtp needs SMTP_HOST")
+        return SmtpChannel(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_user,
+            settings.smtp_password,
+            settings.smtp_sender,
+        )
+    return FileChannel(settings.outbox_file)

@@ -1,0 +1,263 @@
+"""The outbox dispatcher: sends due ``notification_outbox`` rows through a channel.
+
+Guarantee (nothing sent twice, nothing lost):
+
+1. **Claim with a lease.** One statement moves due rows (``pending`` and due, or ``sending``
+   whose lease expired) to ``sending`` with ``leased_until = now() + lease`` and a fresh
+   ``lease_token``, using ``FOR UPDATE SKIP LOCKED``: concurrent dispatchers never claim the
+   same row at the same time. ``attempts`` is counted at the claim, so even a message that
+   crashes its dispatcher every time ends ``failed`` after ``max_attempts``.
+2. **Send with a stable provider key**, ``f"{workflow_id}:{notification_key}"``. If a
+   dispatcher dies after sending and before marking, the lease expires, another dispatcher
+   claims the row and sends again with the same key, and the channel drops the repeat
+   (:class:`~activities.channels.FileChannel` by its file, a real provider by its
+   idempotency key). So delivery is at-least-once to the channel and exactly-once to the
+   patient where the channel honours the key (SMTP only via ``Message-ID``; see channels).
+3. **Mark only while holding the lease**: ``sent`` (or the retry) is written only if the row
+   still carries this dispatcher's lease token, so a dispatcher whose lease expired cannot
+   overwrite the outcome of the one that took over.
+
+A failed send goes back to ``pending`` with exponential backoff
+(``base_backoff_seconds * 2 ** (attempts - 1)``, capped at an hour) and ``last_error``; after
+``max_attempts`` it is ``failed``. A :class:`~activities.channels.PermanentDeliveryError` (or a
+missing patient record) fails the row at once. Time is the database's ``now()`` throughout, so
+dispatchers on several hosts agree on leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import asyncpg
+
+from activities.channels import Channel, OutgoingMessage, PermanentDeliveryError
+from activities.messages_text import render
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal["sent", "retry", "failed", "lease_lost"]
+MetricsHook = Callable[[Outcome, str, str], None]
+"""Called once per handled row with ``(outcome, kind, channel)``: no ids, no PHI."""
+
+MAX_BACKOFF_SECONDS = 3600.0
+
+_CLAIM = """
+UPDATE notification_outbox AS o
+SET status = 'sending',
+    leased_until = now() + make_interval(secs => $2),
+    lease_token = $3,
+    attempts = o.attempts + 1
+WHERE o.id IN (
+    SELECT id FROM notification_outbox
+    WHERE (status = 'pending' AND next_attempt_at <= now())
+       OR (status = 'sending' AND leased_until < now())
+    ORDER BY next_attempt_at
+    FOR UPDATE SKIP LOCKED
+    LIMIT $1
+)
+RETURNING o.id, o.workflow_id, o.notification_key, o.patient_id, o.kind, o.audience,
+          o.channel, o.params, o.attempts, o.provider_key
+"""
+
+_RECIPIENTS = """
+SELECT p.patient_id, p.full_name, p.email, p.phone, c.name AS clinic_name, c.timezone
+FROM patients p LEFT JOIN clinics c ON c.clinic_id = p.clinic_id
+WHERE p.patient_id = ANY($1::text[])
+"""
+
+_MARK_SENT = """
+UPDATE notification_outbox
+SET status = 'sent', sent_at = now(), leased_until = NULL, last_error = NULL
+WHERE id = $1 AND lease_token = $2 AND status = 'sending'
+"""
+
+_MARK_FAILED_ATTEMPT = """
+UPDATE notification_outbox
+SET status = CASE WHEN $4 OR attempts >= $5 THEN 'failed' ELSE 'pending' END,
+    next_attempt_at = now() + make_interval(secs => $3),
+    leased_until = NULL,
+    last_error = $6
+WHERE id = $1 AND lease_token = $2 AND status = 'sending'
+RETURNING status
+"""
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    id: int
+    workflow_id: str
+    notification_key: str
+    patient_id: str
+    kind: str
+    audience: str
+    channel: str
+    params: dict[str, str]
+    attempts: int
+    provider_key: str
+
+
+class OutboxDispatcher:
+    """Sends due outbox rows through ``channel`` (see the module docstring for the guarantee).
+
+    ``counts`` tallies outcomes (``sent``, ``retry``, ``failed``, ``lease_lost``); ``metrics``
+    is called for each as well, e.g. to feed OpenTelemetry counters.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        channel: Channel,
+        *,
+        batch: int = 20,
+        lease_seconds: float = 60,
+        max_attempts: int = 8,
+        base_backoff_seconds: float = 5,
+        metrics: MetricsHook | None = None,
+    ) -> None:
+        """Args:
+        pool: The database pool.
+        channel: Where messages go.
+        batch: Rows claimed per round.
+        lease_seconds: How long a claim holds; longer than the slowest send.
+        max_attempts: Attempts before a row is ``failed``.
+        base_backoff_seconds: Wait after the first failure (doubled for each further one).
+        metrics: Optional hook ``(outcome, kind, channel)``.
+        """
+        self._pool = pool
+        self._channel = channel
+        self.batch = batch
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.base_backoff_seconds = base_backoff_seconds
+        self._metrics = metrics
+        self.counts: Counter[str] = Counter()
+
+    async def run_once(self) -> int:
+        """Claim up to ``batch`` due rows and handle each; returns how many were claimed.
+
+        Database errors propagate (``run`` logs them and tries again later).
+        """
+        token = uuid.uuid4()
+        rows = await self._pool.fetch(_CLAIM, self.batch, float(self.lease_seconds), token)
+        if not rows:
+            return 0
+        claimed = [_Claimed(**dict(r)) for r in rows]
+        recipients = {
+            r["patient_id"]: r
+            for r in await self._pool.fetch(_RECIPIENTS, [c.patient_id for c in claimed])
+        }
+        for row in claimed:
+            await self._handle(row, token, recipients.get(row.patient_id))
+        return len(claimed)
+
+    async def _handle(self, row: _Claimed, token: uuid.UUID, recipient: Any) -> None:
+        ids = {"workflow_id": row.workflow_id, "notification_key": row.notification_key}
+        if row.attempts > self.max_attempts:
+            # Only reachable when earlier claims crashed before recording their outcome.
+            await self._record_failure(row, token, "claimed too often without an outcome", True)
+            return
+        try:
+            message = self._compose(row, recipient)
+            await self._channel.send(message, row.provider_key)
+        except PermanentDeliveryError as error:
+            await self._record_failure(row, token, str(error), permanent=True)
+            return
+        except Exception as error:  # any channel failure is retried; details go to last_error
+            logger.warning("send failed", extra={**ids, "attempt": row.attempts})
+            await self._record_failure(row, token, f"{type(error).__name__}: {error}", False)
+            return
+        status = await self._pool.execute(_MARK_SENT, row.id, token)
+        if status.endswith(" 1"):
+            self._count("sent", row)
+        else:
+            # Another dispatcher took the row over after our lease expired; its resend
+            # carries the same provider key, so the channel delivers once.
+            logger.warning("lease lost before marking sent", extra=ids)
+            self._count("lease_lost", row)
+
+    def _compose(self, row: _Claimed, recipient: Any) -> OutgoingMessage:
+        if row.channel == "staff":
+            to = "staff"
+        elif recipient is None:
+            raise PermanentDeliveryError("no patient record for this notification")
+        else:
+            address = recipient["phone"] if row.channel == "sms" else recipient["email"]
+            if not address:
+                raise PermanentDeliveryError(f"the patient has no contact for {row.channel}")
+            to = address
+        text = render(
+            row.kind,
+            row.params,
+            patient_name=recipient["full_name"] if recipient is not None else None,
+            patient_id=row.patient_id,
+            clinic_name=recipient["clinic_name"] if recipient is not None else None,
+            clinic_timezone=recipient["timezone"] if recipient is not None else None,
+            audience=row.audience,
+        )
+        return OutgoingMessage(
+            channel=row.channel,  # type: ignore[arg-type]
+            to=to,
+            subject=text.subject,
+            body=text.body,
+        )
+
+    async def _record_failure(
+        self, row: _Claimed, token: uuid.UUID, error: str, permanent: bool
+    ) -> None:
+        backoff = min(
+            self.base_backoff_seconds * 2 ** max(row.attempts - 1, 0), MAX_BACKOFF_SECONDS
+        )
+        status = await self._pool.fetchval(
+            _MARK_FAILED_ATTEMPT,
+            row.id,
+            token,
+            float(backoff),
+            permanent,
+            self.max_attempts,
+            error[:1000],
+        )
+        if status is None:
+            self._count("lease_lost", row)
+        else:
+            self._count("failed" if status == "failed" else "retry", row)
+            if status == "failed":
+                logger.error(
+                    "notification failed for good",
+                    extra={
+                        "workflow_id": row.workflow_id,
+                        "notification_key": row.notification_key,
+                        "attempts": row.attempts,
+                    },
+                )
+
+    def _count(self, outcome: Outcome, row: _Claimed) -> None:
+        self.counts[outcome] += 1
+        if self._metrics is not None:
+            self._metrics(outcome, row.kind, row.channel)
+
+    async def run(self, stop: asyncio.Event, poll_interval: float = 1.0) -> None:
+        """Dispatch until ``stop`` is set: a full batch is followed at once by the next, an
+        empty one waits ``poll_interval``. Database errors are logged and retried with a
+        growing pause (up to a minute), so an outage delays messages but never ends the loop.
+        """
+        pause = poll_interval
+        while not stop.is_set():
+            try:
+                claimed = await self.run_once()
+                pause = poll_interval
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                logger.warning("outbox dispatch failed", extra={"error": type(error).__name__})
+                claimed = 0
+                pause = min(pause * 2, 60.0)
+            if claimed >= self.batch:
+                continue
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=pause)
+            except TimeoutError:
+                pass
