@@ -449,7 +449,7 @@ async def disable_staff_user(pool: asyncpg.Pool, staff_id: int) -> bool:
         "UPDATE staff_users SET disabled_at = now() WHERE id = $1 AND disabled_at IS NULL",
         staff_id,
     )
-    return status.endswith(" 1")
+    return bool(status.endswith(" 1"))
 
 
 # ---------------------------------------------------------------- API idempotency keys

@@ -156,8 +156,10 @@ async def test_failure_backs_off_then_retries(pg_pool: asyncpg.Pool, tmp_path: P
     dispatcher = OutboxDispatcher(pg_pool, channel, base_backoff_seconds=5)
 
     async def backoff_seconds() -> float:
-        return await pg_pool.fetchval(
-            "SELECT extract(epoch FROM next_attempt_at - now()) FROM notification_outbox"
+        return float(
+            await pg_pool.fetchval(
+                "SELECT extract(epoch FROM next_attempt_at - now()) FROM notification_outbox"
+            )
         )
 
     assert await dispatcher.run_once() == 1

