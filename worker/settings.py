@@ -17,7 +17,7 @@ from workflows.ids import DEFAULT_TASK_QUEUE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-DEV_PATIENT_LINK_SECRET = "dev-only-patient-link-secret-change-me"  # noqa: S105 - refused outside development
+DEV_PATIENT_LINK_SECRET = "dev-only-patient-link-secret-change-me"  # refused outside development
 
 
 class Settings(BaseSettings):
@@ -78,9 +78,7 @@ class Settings(BaseSettings):
     def _no_dev_secrets_outside_development(self) -> Settings:
         if self.journey_env == "production":
             if self.journey_patient_link_secret == DEV_PATIENT_LINK_SECRET:
-                raise ValueError(
-                    "JOURNEY_PATIENT_LINK_SECRET must be set outside development"
-                )
+                raise ValueError("JOURNEY_PATIENT_LINK_SECRET must be set outside development")
             if not self.journey_codec_keys:
                 raise ValueError("JOURNEY_CODEC_KEYS must be set outside development")
         return self

@@ -75,6 +75,7 @@ class JourneyStartRequest(_Message):
     # Set only by continue-as-new: the next course, and what the journey already knows.
     course_number: int = Field(default=1, ge=1)
     course_sessions: int | None = Field(default=None, ge=1)
+    rescreen_required: bool = False
     previous_courses: list[CourseSummary] = []
     clinic_protocol: ClinicProtocol | None = None
     carried: JourneyCarry | None = None

@@ -177,6 +177,7 @@ class Protocol(BaseModel):
         checkin_overdue_days: Recovery check-in flagged overdue this many days after its day.
         max_sessions_per_course: Upper bound on sessions planned in one course.
         planning_horizon_years: The planner searches this far ahead before giving up.
+        booking_notice_days: A journey books its first session at least this many days ahead.
         screening: Screening numbers and drug list.
     """
 
@@ -208,6 +209,7 @@ class Protocol(BaseModel):
     checkin_overdue_days: int = Field(default=2, ge=0)
     max_sessions_per_course: int = Field(default=6, ge=1)
     planning_horizon_years: int = Field(default=10, ge=1, le=50)
+    booking_notice_days: int = Field(default=1, ge=0)
     screening: ScreeningRules = Field(default_factory=ScreeningRules)
 
     @field_validator("sessions_by_grade")

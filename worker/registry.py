@@ -1,0 +1,65 @@
+"""What a journey worker runs: the workflows, and how it is built (shared by worker, tests and
+the replayer, so they cannot drift apart)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from workflows.journey import PatientJourney
+
+WORKFLOWS: list[type] = [PatientJourney]
+
+# Pure, deterministic modules the sandbox may share instead of re-importing them for every
+# workflow run (TEMPORAL-NOTES: re-imports are slow, and zoneinfo is restricted by default).
+PASSTHROUGH_MODULES = (
+    "zoneinfo",
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "workflows.calendar",
+    "workflows.changes",
+    "workflows.clock",
+    "workflows.ids",
+    "workflows.messages",
+    "workflows.planner",
+    "workflows.protocol",
+    "workflows.reasons",
+    "workflows.records",
+    "workflows.screening",
+    "workflows.season",
+)
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox with our pure modules passed through."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    )
+
+
+# Longer than the longest activity (a database write: 30 s), so a deploy finishes in-flight work.
+GRACEFUL_SHUTDOWN = timedelta(seconds=45)
+
+
+def build_worker(
+    client: Client,
+    task_queue: str,
+    activities: Sequence[Callable[..., Any]],
+    **options: Any,
+) -> Worker:
+    """A worker for the journey task queue with the given activities."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=list(activities),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        workflow_runner=workflow_runner(),
+        **options,
+    )
