@@ -10,6 +10,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.testing import WorkflowEnvironment
 
@@ -49,7 +51,13 @@ async def settle(handle: WorkflowHandle[Any, Any], *, timeout: float = 10.0) -> 
     deadline = asyncio.get_running_loop().time() + timeout
     quiet = 0
     while quiet < 2:
-        desc = (await handle.describe()).raw_description
+        # The raw RPC: the SDK's describe() cannot decode the test server's Datetime attributes.
+        desc = await handle._client.workflow_service.describe_workflow_execution(
+            DescribeWorkflowExecutionRequest(
+                namespace=handle._client.namespace,
+                execution=WorkflowExecution(workflow_id=handle.id),
+            )
+        )
         busy = bool(desc.pending_activities) or desc.HasField("pending_workflow_task")
         quiet = 0 if busy else quiet + 1
         if asyncio.get_running_loop().time() > deadline:

@@ -82,7 +82,7 @@ def _refuse(kind: str, reasons: list[Reason]) -> ApplicationError:
     message = "; ".join(r.message for r in reasons)
     return ApplicationError(
         message,
-        [r.model_dump() for r in reasons],
+        *[r.model_dump() for r in reasons],
         type=f"{kind}Refused",
         non_retryable=True,
     )
