@@ -245,13 +245,16 @@ class OutboxDispatcher:
         """Dispatch until ``stop`` is set: a full batch is followed at once by the next, an
         empty one waits ``poll_interval``. Database errors are logged and retried with a
         growing pause (up to a minute), so an outage delays messages but never ends the loop.
+        Cancelling the task stops it at once; a row it was sending is resent by whoever claims
+        it after the lease (same provider key).
         """
         pause = poll_interval
         while not stop.is_set():
             try:
                 claimed = await self.run_once()
                 pause = poll_interval
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except Exception as error:  # an outage or a bug must not end the loop
+                # The type only: PostgreSQL error details can quote row values (PHI).
                 logger.warning("outbox dispatch failed", extra={"error": type(error).__name__})
                 claimed = 0
                 pause = min(pause * 2, 60.0)
