@@ -2,33 +2,30 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, PayloadCodec
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
+from worker.codec import codec_from_settings, with_codec
 from worker.settings import Settings
 
 
 def build_codec(settings: Settings) -> PayloadCodec | None:
-    """The payload codec configured by ``JOURNEY_CODEC_KEYS``, or None when unset."""
-    if not settings.journey_codec_keys:
-        return None
-    from worker.codec import EncryptionCodec, parse_key_ring
+    """The payload codec configured by ``JOURNEY_CODEC_KEYS``, or None when unset.
 
-    keys = parse_key_ring(settings.journey_codec_keys)
-    active = settings.journey_codec_active_key or next(iter(keys))
-    return EncryptionCodec(keys, active)
+    A ring of several keys needs ``JOURNEY_CODEC_ACTIVE_KEY`` (refused otherwise), so a
+    rotation never keeps encrypting with the old key by accident.
+    """
+    return codec_from_settings(settings.journey_codec_keys, settings.journey_codec_active_key)
 
 
 def data_converter(codec: PayloadCodec | None) -> DataConverter:
-    """The pydantic data converter, with the payload codec when one is configured."""
+    """The pydantic data converter; with a codec, failure messages are encrypted too."""
     if codec is None:
         return pydantic_data_converter
-    return dataclasses.replace(pydantic_data_converter, payload_codec=codec)
+    return with_codec(pydantic_data_converter, codec)
 
 
 async def connect_client(

@@ -1,0 +1,86 @@
+"""Record PatientJourney histories for the replay test (run by hand, not collected by pytest).
+
+    .venv/bin/python -m tests.record_histories
+
+Each history is a real run in the time-skipping server, saved as Temporal's JSON history under
+``tests/histories/``. Record again only for a new journey shape; old files stay, since they are
+what running journeys look like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from tests.fixtures_temporal import new_worker, register_search_attributes
+from tests.journey_helpers import (
+    advance_to,
+    advance_until_stage,
+    complete_session,
+    eventually,
+    settle,
+    update,
+)
+from tests.test_journey import BERLIN, RecordingStore, start
+from worker.binaries import temporal_test_server
+from workflows.journey import PatientJourney
+from workflows.messages import RescheduleRequest, ReviewRequest
+from workflows import calendar
+
+OUT = Path(__file__).parent / "histories"
+
+
+async def _record(name: str, scenario) -> None:  # type: ignore[no-untyped-def]
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(temporal_test_server()),
+        data_converter=pydantic_data_converter,
+    )
+    try:
+        await register_search_attributes(env.client)
+        store = RecordingStore(BERLIN)
+        async with new_worker(env.client, store.activities()) as w:
+            handle = await scenario(env, w.task_queue)
+            await settle(handle)
+            history = await handle.fetch_history()
+        (OUT / f"{name}.json").write_text(history.to_json())
+        print(f"{name}: {len(history.events)} events")  # noqa: T201
+    finally:
+        await env.shutdown()
+
+
+async def four_sessions_completed(env: WorkflowEnvironment, tq: str):  # type: ignore[no-untyped-def]
+    handle = await start(env, tq, patient_id="replay-four", clinic_id="berlin",
+                         pore_grade="large", numbing_cream=True)
+    for n in (1, 2, 3, 4):
+        await complete_session(env, handle, n)
+    st = await advance_until_stage(env, handle, {"awaiting_review"})
+    await advance_to(env, st.next_action_at)  # type: ignore[arg-type]
+    await update(handle, PatientJourney.record_review, ReviewRequest(outcome="complete"))
+    await handle.result()
+    return handle
+
+
+async def no_show_and_reschedule(env: WorkflowEnvironment, tq: str):  # type: ignore[no-untyped-def]
+    handle = await start(env, tq, patient_id="replay-noshow", clinic_id="berlin", pore_grade="moderate")
+    st = await advance_until_stage(env, handle, {"session_due"})
+    await advance_to(env, st.next_action_at + timedelta(seconds=1))  # type: ignore[operator]
+    st = await eventually(handle, lambda s: s.stage == "scheduled")
+    await complete_session(env, handle, 1)
+    st = await eventually(handle, lambda s: s.stage in ("recovery", "scheduled"))
+    target = calendar.next_open_day(st.sessions[1].planned_on + timedelta(days=7), BERLIN.clinic)
+    await update(handle, PatientJourney.reschedule, RescheduleRequest(session_number=2, new_date=target))
+    return handle
+
+
+async def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    await _record("four_sessions_completed", four_sessions_completed)
+    await _record("no_show_and_reschedule", no_show_and_reschedule)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
