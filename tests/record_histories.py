@@ -27,9 +27,9 @@ from tests.journey_helpers import (
 )
 from tests.test_journey import BERLIN, RecordingStore, start
 from worker.binaries import temporal_test_server
+from workflows import calendar
 from workflows.journey import PatientJourney
 from workflows.messages import RescheduleRequest, ReviewRequest
-from workflows import calendar
 
 OUT = Path(__file__).parent / "histories"
 
@@ -47,14 +47,20 @@ async def _record(name: str, scenario) -> None:  # type: ignore[no-untyped-def]
             await settle(handle)
             history = await handle.fetch_history()
         (OUT / f"{name}.json").write_text(history.to_json())
-        print(f"{name}: {len(history.events)} events")  # noqa: T201
+        print(f"{name}: {len(history.events)} events")
     finally:
         await env.shutdown()
 
 
 async def four_sessions_completed(env: WorkflowEnvironment, tq: str):  # type: ignore[no-untyped-def]
-    handle = await start(env, tq, patient_id="replay-four", clinic_id="berlin",
-                         pore_grade="large", numbing_cream=True)
+    handle = await start(
+        env,
+        tq,
+        patient_id="replay-four",
+        clinic_id="berlin",
+        pore_grade="large",
+        numbing_cream=True,
+    )
     for n in (1, 2, 3, 4):
         await complete_session(env, handle, n)
     st = await advance_until_stage(env, handle, {"awaiting_review"})
@@ -65,14 +71,18 @@ async def four_sessions_completed(env: WorkflowEnvironment, tq: str):  # type: i
 
 
 async def no_show_and_reschedule(env: WorkflowEnvironment, tq: str):  # type: ignore[no-untyped-def]
-    handle = await start(env, tq, patient_id="replay-noshow", clinic_id="berlin", pore_grade="moderate")
+    handle = await start(
+        env, tq, patient_id="replay-noshow", clinic_id="berlin", pore_grade="moderate"
+    )
     st = await advance_until_stage(env, handle, {"session_due"})
     await advance_to(env, st.next_action_at + timedelta(seconds=1))  # type: ignore[operator]
     st = await eventually(handle, lambda s: s.stage == "scheduled")
     await complete_session(env, handle, 1)
     st = await eventually(handle, lambda s: s.stage in ("recovery", "scheduled"))
     target = calendar.next_open_day(st.sessions[1].planned_on + timedelta(days=7), BERLIN.clinic)
-    await update(handle, PatientJourney.reschedule, RescheduleRequest(session_number=2, new_date=target))
+    await update(
+        handle, PatientJourney.reschedule, RescheduleRequest(session_number=2, new_date=target)
+    )
     return handle
 
 
