@@ -13,12 +13,19 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import repository
 from activities.store import build_activities
+from tests.fixtures_pg import PgServer
 from tests.fixtures_temporal import new_worker
-from tests.journey_helpers import advance_to, advance_until_stage, complete_session, update
+from tests.journey_helpers import (
+    advance_to,
+    advance_until_stage,
+    complete_session,
+    settle,
+    update,
+)
 from tests.test_journey import BERLIN
 from workflows.ids import workflow_id
 from workflows.journey import PatientJourney
-from workflows.messages import JourneyStartRequest, ReviewRequest
+from workflows.messages import JourneyStartRequest, ReviewRequest, SessionCompletedSignal
 from workflows.screening import ScreeningAnswers
 
 NAME, EMAIL, PHONE = "Ana Example-Müller", "ana.mueller@example.org", "+49 30 1234567"
@@ -143,3 +150,54 @@ async def test_dev_server_lists_journeys_by_stage(
         assert count.count >= 1
         for wf_id in (deferred.id, workflow_id(f"s{tag}")):
             await client.get_workflow_handle(wf_id).terminate("test over")
+
+
+async def test_postgres_outage_mid_journey_loses_nothing(
+    ts_env: WorkflowEnvironment, pg_pool: asyncpg.Pool, pg_server: PgServer
+) -> None:
+    patient_id = await enrol(pg_pool)
+    async with new_worker(ts_env.client, build_activities(pg_pool)) as w:
+        handle = await ts_env.client.start_workflow(
+            PatientJourney.run,
+            JourneyStartRequest(patient_id=patient_id, clinic_id="berlin", pore_grade="moderate"),
+            id=workflow_id(patient_id),
+            task_queue=w.task_queue,
+        )
+        st = await advance_until_stage(ts_env, handle, {"session_due"})
+        at = st.sessions[0].starts_at
+        assert at is not None
+        await advance_to(ts_env, at + timedelta(minutes=30))
+        await settle(handle)
+        # Real time from here: the activity's retries must not make the journey clock jump.
+        with ts_env.auto_time_skipping_disabled():
+            await asyncio.to_thread(pg_server.stop)
+            await handle.signal(
+                PatientJourney.record_session_completed,
+                SessionCompletedSignal(
+                    idempotency_key="outage-1", session_number=1, completed_at=at, source="emr"
+                ),
+            )
+            await asyncio.sleep(2.5)  # record_step fails and is retried while the server is down
+            assert (await handle.query(PatientJourney.get_status)).sessions[0].state == "done"
+            await asyncio.to_thread(pg_server.start)
+            for _ in range(200):
+                row = await repository.get_journey(pg_pool, patient_id)
+                if row is not None and row.sessions_done == 1 and row.stage == "recovery":
+                    break
+                await asyncio.sleep(0.05)
+            assert row is not None and row.sessions_done == 1 and row.stage == "recovery"
+        for n in (2, 3):
+            await complete_session(ts_env, handle, n)
+        st = await advance_until_stage(ts_env, handle, {"awaiting_review"})
+        await advance_to(ts_env, st.next_action_at)  # type: ignore[arg-type]
+        await update(handle, PatientJourney.record_review, ReviewRequest(outcome="complete"))
+        await handle.result()
+    timeline = await repository.get_timeline(pg_pool, handle.id)
+    kinds = [e.kind for e in timeline]
+    assert kinds.count("session_completed") == 3
+    assert kinds[-1] == "completed"
+    failures = 0
+    async for event in handle.fetch_history_events():
+        if event.HasField("activity_task_started_event_attributes"):
+            failures = max(failures, event.activity_task_started_event_attributes.attempt - 1)
+    assert failures >= 1  # the outage really made an activity retry
