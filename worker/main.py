@@ -1,0 +1,189 @@
+"""The long-running processes of the product: the journey worker and the notification dispatcher.
+
+Both follow the same shape (habit K3): set up telemetry and logging, open the database (the
+server of ``DATABASE_URL``, or the embedded one), migrate, build what runs, run it until a stop
+``Event`` is set, then shut down in the reverse order and close the pool last, so in-flight
+activities can still write while the worker drains.
+
+``journey worker`` / ``journey dispatcher`` call these with no ``stop``: SIGTERM and SIGINT then
+set an internal ``Event``. ``journey dev`` and the tests pass their own ``Event`` and own the
+signals themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+
+from activities.channels import build_channel
+from activities.dispatcher import OutboxDispatcher
+from activities.repository import ensure_default_clinic
+from activities.store import build_activities
+from worker.client import connect_client
+from worker.database import EmbeddedPostgres, create_pool, database_url, migrate
+from worker.logging_setup import configure_logging
+from worker.registry import build_worker
+from worker.settings import Settings
+from worker.telemetry import (
+    instrument_asyncpg,
+    setup_tracing,
+    shutdown_telemetry,
+    temporal_interceptors,
+    temporal_runtime,
+)
+
+__all__ = ["open_database", "run_dispatcher", "run_worker", "setup_process", "stop_on_signals"]
+
+logger = logging.getLogger(__name__)
+
+
+def setup_process(service_name: str, settings: Settings) -> None:
+    """Telemetry and logging for a process of the product (idempotent).
+
+    Args:
+        service_name: ``service.name`` of the traces and the ``service`` field of every log line.
+        settings: Where ``LOG_LEVEL`` comes from.
+    """
+    configure_logging(service_name, settings.log_level)
+    setup_tracing(service_name)
+    instrument_asyncpg()
+
+
+def stop_on_signals(stop: asyncio.Event) -> Callable[[], None]:
+    """Set ``stop`` on SIGTERM or SIGINT; returns a function that removes the handlers.
+
+    Only the main thread of a loop that supports signal handlers can do this; elsewhere (a
+    worker started from a thread) it does nothing and the caller must set ``stop`` itself.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+
+    def remove() -> None:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+    return remove
+
+
+@contextlib.asynccontextmanager
+async def open_database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """The migrated connection pool of these settings, closed (and an embedded server let go)
+    on exit.
+
+    With ``DATABASE_URL`` the server must exist and is never stopped here; without it the
+    embedded server under ``JOURNEY_DATA_DIR/pg`` is started and released after the pool is
+    closed (it stops when no other process of the product still uses it). Migrations run under
+    an advisory lock, so several processes may start at once.
+    """
+    dsn, server = await database_url(settings)
+    try:
+        pool = await create_pool(
+            dsn, min_size=settings.database_pool_min, max_size=settings.database_pool_max
+        )
+        try:
+            applied = await migrate(pool)
+            if applied:
+                logger.info("applied %d migration(s)", len(applied))
+            yield pool
+        finally:
+            await pool.close()
+    finally:
+        if server is not None:
+            await _release(server)
+
+
+async def _release(server: EmbeddedPostgres) -> None:
+    # pg_ctl stop blocks for a moment: keep the loop free for whatever is still shutting down.
+    await asyncio.to_thread(server.stop)
+
+
+async def run_worker(
+    settings: Settings, *, stop: asyncio.Event | None = None, telemetry: bool = True
+) -> None:
+    """Run the journey worker until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is None).
+
+    Order: telemetry, the Temporal client, the pool (migrated, with the ``default`` clinic),
+    the activities, then the worker. On stop the worker shuts down gracefully (polling ends, and
+    running activities get ``GRACEFUL_SHUTDOWN`` to finish and report), and only then is the
+    pool closed, so no activity loses its connection mid-write.
+
+    Args:
+        settings: The process settings.
+        stop: Set it to stop the worker; None installs SIGTERM/SIGINT handlers that do.
+        telemetry: False when the caller already set up logging and tracing (``journey dev``).
+
+    Raises:
+        RuntimeError: Temporal is unreachable (from ``Client.connect``).
+        OSError, asyncpg.PostgresError: the database cannot be reached or migrated.
+    """
+    if telemetry:
+        setup_process("worker", settings)
+    remove_handlers: Callable[[], None] = lambda: None  # noqa: E731
+    if stop is None:
+        stop = asyncio.Event()
+        remove_handlers = stop_on_signals(stop)
+    try:
+        client = await connect_client(
+            settings,
+            interceptors=temporal_interceptors(),
+            runtime=temporal_runtime(settings.metrics_prometheus_bind),
+        )
+        async with open_database(settings) as pool:
+            await ensure_default_clinic(pool)
+            activities = build_activities(pool)
+            async with build_worker(client, settings.temporal_task_queue, activities):
+                logger.info(
+                    "worker polling",
+                    extra={"task_queue": settings.temporal_task_queue},
+                )
+                await stop.wait()
+                logger.info("worker stopping: waiting for running activities")
+            logger.info("worker stopped")
+    finally:
+        remove_handlers()
+        if telemetry:
+            shutdown_telemetry()
+
+
+async def run_dispatcher(
+    settings: Settings, *, stop: asyncio.Event | None = None, telemetry: bool = True
+) -> None:
+    """Send due notifications from the outbox until ``stop`` is set (or SIGTERM/SIGINT).
+
+    Each row is leased before it is sent and sent with a provider key, so a dispatcher killed
+    between send and mark never sends twice (see ``activities.dispatcher``). Stopping lets the
+    current batch finish; the pool is closed last.
+
+    Args:
+        settings: The process settings (channel: ``NOTIFICATION_CHANNEL``).
+        stop: Set it to stop; None installs SIGTERM/SIGINT handlers that do.
+        telemetry: False when the caller already set up logging and tracing.
+    """
+    if telemetry:
+        setup_process("dispatcher", settings)
+    remove_handlers: Callable[[], None] = lambda: None  # noqa: E731
+    if stop is None:
+        stop = asyncio.Event()
+        remove_handlers = stop_on_signals(stop)
+    try:
+        async with open_database(settings) as pool:
+            dispatcher = OutboxDispatcher(pool, build_channel(settings))
+            logger.info("dispatcher running")
+            await dispatcher.run(stop)
+            logger.info("dispatcher stopped")
+    finally:
+        remove_handlers()
+        if telemetry:
+            shutdown_telemetry()
