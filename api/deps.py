@@ -1,0 +1,134 @@
+"""FastAPI dependencies: settings, the service, staff and patient credentials.
+
+* ``StaffDep``: ``Authorization: Bearer <staff token>`` → the staff row. Missing or unknown →
+  401; a valid *patient* token on a staff endpoint → 403 (a credential outside its scope).
+* ``require_role(...)``: the staff user must hold one of the roles → else 403.
+* ``PatientDep``: the patient link token (``Authorization: Bearer <token>`` or ``?token=``) →
+  the patient id. Missing, bad or expired → 401; a ``patient_id`` query naming another
+  journey → 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Query, Request, status
+
+from activities.repository import StaffRole, StaffRow
+from api.service import JourneyService
+from api.tokens import InvalidPatientToken, PatientTokenExpired, verify_patient_token
+from worker.settings import Settings
+
+__all__ = [
+    "PatientDep",
+    "ServiceDep",
+    "SettingsDep",
+    "StaffDep",
+    "require_role",
+]
+
+
+def get_settings_dep(request: Request) -> Settings:
+    """The app's settings (set by ``create_app``)."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_service(request: Request) -> JourneyService:
+    """The service built by the lifespan."""
+    service: JourneyService = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[JourneyService, Depends(get_service)]
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        detail=[{"rule": "unauthorized", "message": message}],
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def _forbidden(message: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_403_FORBIDDEN, detail=[{"rule": "forbidden", "message": message}]
+    )
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def get_staff(request: Request, service: ServiceDep, settings: SettingsDep) -> StaffRow:
+    """The staff user of the bearer token.
+
+    Raises:
+        HTTPException: 401 without a valid token; 403 for a patient link token.
+    """
+    token = _bearer(request)
+    if token is None:
+        raise _unauthorized("A staff bearer token is required.")
+    staff = await service.staff_by_token(token)
+    if staff is not None:
+        return staff
+    try:
+        verify_patient_token(settings, token)
+    except InvalidPatientToken:
+        raise _unauthorized("The bearer token is not valid.") from None
+    raise _forbidden("A patient link cannot be used for staff requests.")
+
+
+StaffDep = Annotated[StaffRow, Depends(get_staff)]
+
+
+def require_role(*roles: StaffRole) -> Callable[[StaffRow], Awaitable[StaffRow]]:
+    """A dependency admitting staff with one of ``roles`` only (others: 403)."""
+
+    async def check(staff: StaffDep) -> StaffRow:
+        if staff.role not in roles:
+            raise _forbidden(f"This needs the role {' or '.join(roles)}; you are {staff.role}.")
+        return staff
+
+    return check
+
+
+def get_patient_id(
+    request: Request,
+    settings: SettingsDep,
+    token: Annotated[str | None, Query(description="The patient link token.")] = None,
+    patient_id: Annotated[
+        str | None, Query(description="Optional: the journey meant; must be the token's own.")
+    ] = None,
+) -> str:
+    """The patient id of the link token.
+
+    Raises:
+        HTTPException: 401 missing, bad or expired token; 403 ``patient_id`` of another journey.
+    """
+    presented = _bearer(request) or token
+    if not presented:
+        raise _unauthorized("The patient link token is required.")
+    try:
+        own = verify_patient_token(settings, presented)
+    except PatientTokenExpired:
+        raise _unauthorized("The patient link has expired; ask the clinic for a new one.") from None
+    except InvalidPatientToken:
+        raise _unauthorized("The patient link is not valid.") from None
+    if patient_id is not None and patient_id != own:
+        raise _forbidden("This link reaches its own journey only.")
+    return own
+
+
+PatientDep = Annotated[str, Depends(get_patient_id)]

@@ -1,0 +1,136 @@
+"""Integrations: a booking system, EMR or laser device reports that a session happened.
+
+``POST /api/integrations/session-completed`` is signed (see :mod:`api.signatures`) and needs an
+``Idempotency-Key``. It answers 202 only once Temporal has accepted the signal, so nothing
+acknowledged is lost. A repeat with the same key answers exactly what the first got and sends
+nothing; two copies racing each other both reach the workflow, which applies the key once
+(the key is the signal's ``idempotency_key``). Checks run in this order: signature (401), then
+the key and the body (422), then the journey (404).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pydantic
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from activities import repository
+from api import schemas
+from api.deps import ServiceDep, SettingsDep
+from api.signatures import SignatureError, verify_signature
+
+router = APIRouter(prefix="/api/integrations", tags=["integrations"])
+
+IDEMPOTENCY_SCOPE = "session-completed"
+MAX_KEY_LENGTH = 200
+MAX_BODY_BYTES = 64 * 1024
+
+
+def _body_error(loc: tuple[str | int, ...], rule: str, message: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": loc, "type": rule, "msg": message, "input": None}])
+
+
+@router.post(
+    "/session-completed",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=schemas.SessionCompletedOut,
+    responses={
+        401: {"model": schemas.ErrorBody, "description": "Unsigned, bad or stale signature."},
+        404: {"model": schemas.ErrorBody, "description": "Unknown journey."},
+        422: {"model": schemas.ErrorBody, "description": "Bad body or Idempotency-Key."},
+        503: {"model": schemas.ErrorBody, "description": "Temporal or PostgreSQL down; retry."},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": schemas.SessionCompletedIn.model_json_schema()}
+            },
+        },
+        "parameters": [
+            {
+                "name": h,
+                "in": "header",
+                "required": h != "X-Integration",
+                "schema": {"type": "string"},
+            }
+            for h in ("Idempotency-Key", "X-Signature", "X-Timestamp", "X-Integration")
+        ],
+    },
+)
+async def session_completed(request: Request, service: ServiceDep, settings: SettingsDep) -> Any:
+    """Report a completed session (signed; idempotent on ``Idempotency-Key``)."""
+    raw = await request.body()
+    try:
+        integration = verify_signature(
+            settings.journey_integration_secrets,
+            body=raw,
+            signature=request.headers.get("x-signature"),
+            timestamp=request.headers.get("x-timestamp"),
+            integration=request.headers.get("x-integration"),
+            tolerance_seconds=settings.journey_webhook_tolerance_seconds,
+        )
+    except SignatureError as err:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail=[{"rule": "bad_signature", "message": f"Refused: {err}."}],
+        ) from None
+    key = (request.headers.get("idempotency-key") or "").strip()
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise _body_error(
+            ("header", "Idempotency-Key"),
+            "required",
+            f"An Idempotency-Key header of 1–{MAX_KEY_LENGTH} characters is required.",
+        )
+    if len(raw) > MAX_BODY_BYTES:
+        raise _body_error(("body",), "too_large", "The body is larger than 64 KiB.")
+    try:
+        fact = schemas.SessionCompletedIn.model_validate_json(raw)
+    except pydantic.ValidationError as err:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in err.errors(include_url=False)]
+        ) from None
+    request_hash = hashlib.sha256(
+        json.dumps(fact.model_dump(mode="json"), sort_keys=True).encode()
+    ).hexdigest()
+
+    stored = await service.db(
+        repository.get_idempotent_response(service.pool, IDEMPOTENCY_SCOPE, key)
+    )
+    if stored is None:
+        await service.complete_session(
+            fact.patient_id,
+            fact.session_number,
+            fact.completed_at,
+            idempotency_key=key,
+            source=fact.source or integration,
+        )
+        answer = schemas.SessionCompletedOut(
+            patient_id=fact.patient_id,
+            session_number=fact.session_number,
+            idempotency_key=key,
+            integration=integration,
+        )
+        # First writer wins: a racing copy gets the same stored answer.
+        stored = await service.db(
+            repository.save_idempotent_response(
+                service.pool,
+                IDEMPOTENCY_SCOPE,
+                key,
+                request_hash,
+                status.HTTP_202_ACCEPTED,
+                answer.model_dump(mode="json"),
+            )
+        )
+    if stored.request_hash != request_hash:
+        raise _body_error(
+            ("header", "Idempotency-Key"),
+            "idempotency_key_reused",
+            "This Idempotency-Key was already used for a different request.",
+        )
+    return JSONResponse(stored.response, status_code=stored.status_code)

@@ -1,0 +1,209 @@
+"""Staff: enrol, list, read and steer journeys (``/api/journeys``).
+
+Every route needs a staff bearer token; recording the review needs a clinician or an admin.
+An optional ``Idempotency-Key`` header on the POSTs that call an update makes a retry safe
+(Temporal runs one update per id).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, status
+
+from activities.repository import JourneyOrder, StaffRow
+from api import schemas
+from api.deps import ServiceDep, StaffDep, require_role
+from api.service import actor_for
+from workflows.messages import ReviewRequest, Stage
+
+router = APIRouter(prefix="/api/journeys", tags=["journeys"])
+
+IdempotencyKeyHeader = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+]
+ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": schemas.ErrorBody, "description": "Missing or bad staff token."},
+    403: {"model": schemas.ErrorBody, "description": "Token outside its scope or role."},
+    404: {"model": schemas.ErrorBody, "description": "Unknown journey."},
+    409: {"model": schemas.ErrorBody, "description": "Refused, with every reason."},
+    422: {"model": schemas.ErrorBody, "description": "A field breaks a rule."},
+    503: {"model": schemas.ErrorBody, "description": "Temporal or PostgreSQL down; retry."},
+}
+
+
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=schemas.EnrolResponse, responses=ERRORS
+)
+async def enrol(
+    body: schemas.EnrolRequest, service: ServiceDep, staff: StaffDep
+) -> schemas.EnrolResponse:
+    """Enrol a patient and start their journey; answers with the patient link."""
+    return await service.enrol(body)
+
+
+@router.get("", response_model=schemas.JourneyList, responses=ERRORS)
+async def list_journeys(
+    service: ServiceDep,
+    staff: StaffDep,
+    stage: Stage | None = None,
+    clinic: Annotated[str | None, Query(max_length=64)] = None,
+    flag: Annotated[str | None, Query(max_length=64)] = None,
+    next_action_before: datetime | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="Part of the name.")] = None,
+    order: JourneyOrder = "next_action_at",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> schemas.JourneyList:
+    """A page of journeys from the read model, filtered; ``count`` is the total matching."""
+    rows, total = await service.list(
+        stage=stage,
+        clinic_id=clinic,
+        flag=flag,
+        next_action_before=next_action_before,
+        name_query=q,
+        order=order,
+        limit=limit,
+        offset=offset,
+    )
+    return schemas.JourneyList(
+        data=[schemas.JourneySummary.model_validate(r) for r in rows], count=total
+    )
+
+
+@router.get("/{patient_id}", response_model=schemas.JourneyDetail, responses=ERRORS)
+async def get_journey(
+    patient_id: str, service: ServiceDep, staff: StaffDep
+) -> schemas.JourneyDetail:
+    """The journey's live status (workflow query), the patient record and the timeline."""
+    st = await service.status(patient_id)
+    patient = await service.patient(patient_id)
+    timeline = await service.timeline(patient_id)
+    return schemas.JourneyDetail(
+        patient=schemas.PatientPublic.model_validate(patient) if patient else None,
+        status=st.model_dump(mode="json"),
+        stage=st.stage,
+        sessions=[schemas.SessionOut.model_validate(s.model_dump()) for s in st.sessions],
+        timeline=[schemas.TimelineEvent.model_validate(e) for e in timeline],
+    )
+
+
+@router.post("/{patient_id}/pause", response_model=schemas.ControlOut, responses=ERRORS)
+async def pause(
+    patient_id: str,
+    body: schemas.ReasonBody,
+    service: ServiceDep,
+    staff: StaffDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> schemas.ControlOut:
+    """Hold every timer-driven step until resumed."""
+    r = await service.pause(
+        patient_id, body.reason, actor=actor_for(staff), request_id=idempotency_key
+    )
+    return schemas.ControlOut.model_validate(r.model_dump())
+
+
+@router.post("/{patient_id}/resume", response_model=schemas.ControlOut, responses=ERRORS)
+async def resume(
+    patient_id: str,
+    body: schemas.ReasonBody,
+    service: ServiceDep,
+    staff: StaffDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> schemas.ControlOut:
+    """Resume where the journey left off (dates that passed are replanned)."""
+    r = await service.resume(
+        patient_id, body.reason, actor=actor_for(staff), request_id=idempotency_key
+    )
+    return schemas.ControlOut.model_validate(r.model_dump())
+
+
+@router.post("/{patient_id}/withdraw", response_model=schemas.ControlOut, responses=ERRORS)
+async def withdraw(
+    patient_id: str,
+    body: schemas.ReasonBody,
+    service: ServiceDep,
+    staff: StaffDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> schemas.ControlOut:
+    """End the journey for good."""
+    r = await service.withdraw(
+        patient_id, body.reason, actor=actor_for(staff), request_id=idempotency_key
+    )
+    return schemas.ControlOut.model_validate(r.model_dump())
+
+
+@router.post("/{patient_id}/review", response_model=schemas.ReviewOut, responses=ERRORS)
+async def review(
+    patient_id: str,
+    body: schemas.ReviewBody,
+    service: ServiceDep,
+    staff: Annotated[StaffRow, Depends(require_role("clinician", "admin"))],
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> schemas.ReviewOut:
+    """The 3-month review outcome (clinician or admin)."""
+    r = await service.review(
+        patient_id,
+        ReviewRequest(
+            outcome=body.outcome,
+            further_sessions=body.further_sessions,
+            note_ref=body.note_ref,
+            reviewed_by=actor_for(staff),
+        ),
+        request_id=idempotency_key,
+    )
+    return schemas.ReviewOut.model_validate(r.model_dump())
+
+
+@router.post("/{patient_id}/screening", response_model=schemas.ScreeningOut, responses=ERRORS)
+async def screening(
+    patient_id: str,
+    body: schemas.ScreeningBody,
+    service: ServiceDep,
+    staff: StaffDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> schemas.ScreeningOut:
+    """Re-screen answers (in screening or deferred)."""
+    r = await service.screening(
+        patient_id, body.answers, actor=actor_for(staff), request_id=idempotency_key
+    )
+    return schemas.ScreeningOut.model_validate(r.model_dump())
+
+
+@router.post(
+    "/{patient_id}/pre-session-check",
+    response_model=schemas.PreSessionCheckOut,
+    responses=ERRORS,
+)
+async def pre_session_check(
+    patient_id: str,
+    body: schemas.PreSessionCheckBody,
+    service: ServiceDep,
+    staff: StaffDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> schemas.PreSessionCheckOut:
+    """The check on the day of a session; a new contraindication defers it."""
+    r = await service.pre_session_check(
+        patient_id,
+        body.session_number,
+        body.answers,
+        actor=actor_for(staff),
+        request_id=idempotency_key,
+    )
+    return schemas.PreSessionCheckOut.model_validate(r.model_dump())
+
+
+@router.post("/{patient_id}/reschedule", response_model=schemas.RescheduleOut, responses=ERRORS)
+async def reschedule(
+    patient_id: str,
+    body: schemas.RescheduleBody,
+    service: ServiceDep,
+    staff: StaffDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> schemas.RescheduleOut:
+    """Move a session; later ones shift only as needed to keep the interval."""
+    r = await service.reschedule(
+        patient_id, body.session_number, body.new_date, body.new_time, request_id=idempotency_key
+    )
+    return schemas.RescheduleOut.model_validate(r.model_dump())

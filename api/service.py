@@ -1,0 +1,792 @@
+"""The one place the HTTP API and the ``journey`` CLI reach Temporal and PostgreSQL.
+
+:class:`JourneyService` turns a caller's request into a typed workflow call (start, signal,
+update, query) or a read-model query, and every failure into one of four typed errors the front
+ends map to an HTTP status or a CLI line:
+
+* :class:`InvalidRequest` (422): a field breaks a rule the workflow never sees (unknown clinic).
+* :class:`JourneyNotFound` (404): no journey for the patient id.
+* :class:`RequestRefused` (409): the workflow's validator refused an update (``*Refused``), with
+  every reason; the refusal is also appended to the timeline (``request_refused``), since a
+  refused update never reaches workflow history.
+* :class:`ServiceUnavailable` (503 + ``Retry-After``): Temporal or PostgreSQL is unreachable
+  or did not answer in time. Nothing was accepted; the caller may retry.
+
+Personal data goes to PostgreSQL only; Temporal sees the opaque patient id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Protocol, TypeVar
+
+import asyncpg
+import pydantic
+from temporalio.client import (
+    Client,
+    Interceptor,
+    RPCError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCStatusCode
+
+from activities import repository
+from activities.repository import (
+    DEFAULT_CLINIC_ID,
+    EventRow,
+    JourneyOrder,
+    JourneyRow,
+    PatientCreate,
+    PatientRow,
+    StaffRole,
+    StaffRow,
+)
+from api import schemas
+from api.tokens import patient_link
+from worker.client import connect_client
+from worker.settings import Settings
+from workflows.calendar import clinic_today
+from workflows.ids import workflow_id
+from workflows.journey import PatientJourney
+from workflows.messages import (
+    CLOSED_STAGES,
+    Actor,
+    AdverseEventSignal,
+    ControlResult,
+    JourneyStartRequest,
+    JourneyStatus,
+    PauseRequest,
+    PreSessionCheckRequest,
+    PreSessionCheckResult,
+    RecoveryCheckinSignal,
+    RescheduleRequest,
+    RescheduleResult,
+    ResumeRequest,
+    ReviewRequest,
+    ReviewResult,
+    ScreeningDecision,
+    ScreeningRequest,
+    SessionCompletedSignal,
+    SpfAttestedSignal,
+    WithdrawRequest,
+)
+from workflows.planner import plan_course
+from workflows.protocol import ClinicProtocol
+from workflows.reasons import Reason
+from workflows.screening import ScreeningAnswers, screen
+
+__all__ = [
+    "ClientSource",
+    "InvalidRequest",
+    "JourneyNotFound",
+    "JourneyService",
+    "RequestRefused",
+    "ServiceError",
+    "ServiceUnavailable",
+    "TemporalConnector",
+]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Every Temporal RPC gets a deadline: an unreachable server or a missing worker must become a
+# 503 the caller can retry, never a request that hangs. Updates wait for the handler's database
+# write, so they get a little longer than reads and signals.
+RPC_TIMEOUT = timedelta(seconds=10)
+UPDATE_RPC_TIMEOUT = timedelta(seconds=15)
+CONNECT_TIMEOUT_SECONDS = 5.0
+DB_TIMEOUT_SECONDS = 10.0
+RETRY_AFTER_SECONDS = 5
+
+_UNAVAILABLE_STATUSES = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+_DB_DOWN_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # includes ConnectionRefusedError on connect
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin/crash shutdown, cannot connect now
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    TimeoutError,
+)
+
+
+# ---------------------------------------------------------------- errors
+
+
+class ServiceError(Exception):
+    """Base of the errors the API and the CLI turn into a status code or a line."""
+
+    status_code = 500
+    rule = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(ServiceError):
+    """A field breaks a rule checked outside the workflow (HTTP 422)."""
+
+    status_code = 422
+
+    def __init__(self, field: str, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.rule = rule
+
+
+class JourneyNotFound(ServiceError):
+    """No journey (or patient) with this id (HTTP 404)."""
+
+    status_code = 404
+    rule = "journey_not_found"
+
+    def __init__(self, patient_id: str) -> None:
+        super().__init__(f"No journey for patient {patient_id}.")
+        self.patient_id = patient_id
+
+
+class RequestRefused(ServiceError):
+    """The journey refused the request (HTTP 409), with every reason from its validator.
+
+    Attributes:
+        error_type: The ``ApplicationError.type``, e.g. ``RescheduleRefused``.
+        reasons: Every rule the request breaks.
+    """
+
+    status_code = 409
+    rule = "refused"
+
+    def __init__(self, error_type: str, reasons: list[Reason]) -> None:
+        super().__init__("; ".join(r.message for r in reasons) or error_type)
+        self.error_type = error_type
+        self.reasons = reasons
+
+
+class ServiceUnavailable(ServiceError):
+    """Temporal or PostgreSQL is down or slow (HTTP 503 with ``Retry-After``)."""
+
+    status_code = 503
+    rule = "unavailable"
+
+    def __init__(self, message: str, retry_after: int = RETRY_AFTER_SECONDS) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# ---------------------------------------------------------------- the Temporal client
+
+
+class ClientSource(Protocol):
+    """Something that hands out a connected Temporal client (or raises ServiceUnavailable)."""
+
+    async def get(self) -> Client:
+        """The client, connecting first if needed."""
+        ...
+
+
+class _FixedClient:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def get(self) -> Client:
+        return self._client
+
+
+class TemporalConnector:
+    """Connects on first use and keeps the client; a failed connect is retried next time.
+
+    The API starts even while Temporal is down (it answers 503 until it is back) instead of
+    failing its lifespan; once connected, the SDK reconnects by itself.
+    """
+
+    def __init__(self, settings: Settings, interceptors: list[Interceptor] | None = None) -> None:
+        """Args:
+        settings: Where Temporal is (``TEMPORAL_ADDRESS`` etc.).
+        interceptors: Client interceptors (tracing), passed to ``connect_client``.
+        """
+        self._settings = settings
+        self._interceptors = interceptors
+        self._client: Client | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def connected(self) -> bool:
+        """True once a connection succeeded."""
+        return self._client is not None
+
+    async def get(self) -> Client:
+        """The client.
+
+        Raises:
+            ServiceUnavailable: Temporal could not be reached within the connect timeout.
+        """
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is None:
+                try:
+                    self._client = await asyncio.wait_for(
+                        connect_client(self._settings, interceptors=self._interceptors),
+                        CONNECT_TIMEOUT_SECONDS,
+                    )
+                except (RuntimeError, OSError, TimeoutError) as err:
+                    logger.warning("cannot connect to Temporal: %s", type(err).__name__)
+                    raise ServiceUnavailable("Temporal is not reachable.") from None
+        return self._client
+
+
+# ---------------------------------------------------------------- the service
+
+
+def _actor_for_role(role: StaffRole) -> Actor:
+    return "clinician" if role == "clinician" else "staff"
+
+
+def _reasons_from(err: ApplicationError) -> list[Reason]:
+    reasons: list[Reason] = []
+    for item in err.details:
+        try:
+            reasons.append(Reason.model_validate(item))
+        except pydantic.ValidationError:
+            reasons.append(Reason(rule="refused", message=str(item)))
+    return reasons or [Reason(rule=err.type or "refused", message=err.message)]
+
+
+class JourneyService:
+    """Enrol, steer, report to and read journeys (see the module docstring for the errors).
+
+    Every method raises :class:`ServiceUnavailable` when Temporal or PostgreSQL is down.
+    """
+
+    def __init__(
+        self, client: Client | ClientSource, pool: asyncpg.Pool, settings: Settings
+    ) -> None:
+        """Args:
+        client: A connected Temporal client, or a source that connects on demand (the API's
+            :class:`TemporalConnector`), so reads of the read model work while Temporal is down.
+        pool: The asyncpg pool of the product database.
+        settings: Task queue, patient link secret and public URL.
+        """
+        self._clients: ClientSource = _FixedClient(client) if isinstance(client, Client) else client
+        self.pool = pool
+        self.settings = settings
+
+    # ------------------------------------------------------------ plumbing
+
+    async def _handle(self, patient_id: str) -> WorkflowHandle[PatientJourney, JourneyStatus]:
+        try:
+            wf_id = workflow_id(patient_id)
+        except ValueError:
+            raise JourneyNotFound(patient_id) from None
+        client = await self._clients.get()
+        return client.get_workflow_handle_for(PatientJourney.run, wf_id)
+
+    async def db(self, call: Awaitable[T]) -> T:
+        """Await a read-model call with a deadline; a database outage becomes a 503."""
+        try:
+            return await asyncio.wait_for(call, DB_TIMEOUT_SECONDS)
+        except _DB_DOWN_ERRORS as err:
+            logger.warning("database unavailable: %s", type(err).__name__)
+            raise ServiceUnavailable("The database is not reachable.") from None
+
+    @contextmanager
+    def _temporal(self, patient_id: str) -> Iterator[None]:
+        """Map Temporal's errors to the service's (refusals are handled by ``_update``)."""
+        try:
+            yield
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise ServiceUnavailable("The journey did not answer in time.") from None
+        except (WorkflowQueryRejectedError, WorkflowQueryFailedError) as err:
+            raise ServiceUnavailable(f"The journey could not be read: {err}") from None
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise JourneyNotFound(patient_id) from None
+            if err.status in _UNAVAILABLE_STATUSES:
+                logger.warning("Temporal unavailable: %s", err.status.name)
+                raise ServiceUnavailable("Temporal is not reachable.") from None
+            raise
+        except (RuntimeError, OSError) as err:
+            # The core SDK reports a lost connection as a RuntimeError on some paths.
+            if "connect" in str(err).lower() or "transport" in str(err).lower():
+                raise ServiceUnavailable("Temporal is not reachable.") from None
+            raise
+
+    async def _update(
+        self,
+        patient_id: str,
+        update: Any,
+        arg: Any,
+        actor: str,
+        request_id: str | None,
+    ) -> Any:
+        """Execute a typed update; a validator's ``*Refused`` becomes :class:`RequestRefused`
+        (recorded in the timeline), an update on a closed journey a ``journey_closed``
+        refusal. ``request_id`` (e.g. an ``Idempotency-Key``) makes retries safe: Temporal
+        runs an update once per id."""
+        handle = await self._handle(patient_id)
+        try:
+            with self._temporal(patient_id):
+                return await handle.execute_update(
+                    update,
+                    arg,
+                    id=f"{update.__name__}:{request_id}" if request_id else None,
+                    rpc_timeout=UPDATE_RPC_TIMEOUT,
+                )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                refused = RequestRefused(cause.type or "Refused", _reasons_from(cause))
+            else:
+                refused = RequestRefused(
+                    "Refused", [Reason(rule="refused", message=str(cause or err))]
+                )
+            await self._log_refusal(patient_id, update.__name__, actor, refused, arg)
+            raise refused from None
+        except JourneyNotFound:
+            row = await self.db(repository.get_journey(self.pool, patient_id))
+            if row is None or row.stage not in CLOSED_STAGES:
+                raise
+            refused = RequestRefused(
+                "JourneyClosed",
+                [Reason(rule="journey_closed", message=f"The journey is {row.stage}.")],
+            )
+            await self._log_refusal(patient_id, update.__name__, actor, refused, arg)
+            raise refused from None
+
+    async def _log_refusal(
+        self, patient_id: str, request: str, actor: str, refused: RequestRefused, arg: Any
+    ) -> None:
+        """Append ``request_refused`` to the timeline: the workflow cannot (validators run
+        before history). Best effort: the caller gets the 409 even if this write fails."""
+        try:
+            await self.db(
+                self.pool.execute(
+                    """
+                    INSERT INTO journey_events
+                        (workflow_id, event_key, step, kind, actor, occurred_at, summary, data)
+                    VALUES ($1, $2, 0, 'request_refused', $3, now(), $4, $5)
+                    ON CONFLICT (workflow_id, event_key) DO NOTHING
+                    """,
+                    workflow_id(patient_id),
+                    f"refused:{uuid.uuid4()}",
+                    actor,
+                    f"Refused {request}: {refused.message}",
+                    {
+                        "request": request,
+                        "type": refused.error_type,
+                        "reasons": [r.model_dump() for r in refused.reasons],
+                        "input": arg.model_dump(mode="json")
+                        if isinstance(arg, pydantic.BaseModel)
+                        else None,
+                    },
+                )
+            )
+        except (ServiceUnavailable, asyncpg.PostgresError) as err:
+            logger.warning("could not record a refusal for %s: %s", patient_id, err)
+
+    # ------------------------------------------------------------ enrol and read
+
+    async def clinic(self, clinic_id: str) -> ClinicProtocol:
+        """The clinic's protocol (the default clinic is created on first use).
+
+        Raises:
+            InvalidRequest: no such clinic (field ``body.clinic_id``, rule ``unknown_clinic``).
+        """
+        if clinic_id == DEFAULT_CLINIC_ID:
+            return await self.db(repository.ensure_default_clinic(self.pool))
+        found = await self.db(repository.get_clinic(self.pool, clinic_id))
+        if found is None:
+            raise InvalidRequest("body.clinic_id", "unknown_clinic", f"No clinic {clinic_id!r}.")
+        return found
+
+    async def enrol(self, request: schemas.EnrolRequest) -> schemas.EnrolResponse:
+        """Store the patient, then start their journey (PHI never reaches Temporal).
+
+        The patient record is written first so the journey's first step can find it; the
+        journey is started with ``USE_EXISTING``, so a retried start returns the running one.
+
+        Raises:
+            InvalidRequest: unknown clinic, or no contact for the preferred channel.
+            ServiceUnavailable: the patient may be stored, the journey not started; retry.
+        """
+        await self.clinic(request.clinic_id)
+        try:
+            create = PatientCreate(**request.patient.model_dump(), clinic_id=request.clinic_id)
+        except pydantic.ValidationError as err:
+            first = err.errors()[0]
+            raise InvalidRequest("body.patient", "contact_for_channel", first["msg"]) from None
+        patient: PatientRow = await self.db(repository.create_patient(self.pool, create))
+        start = JourneyStartRequest(
+            patient_id=patient.patient_id,
+            clinic_id=request.clinic_id,
+            pore_grade=request.pore_grade,
+            numbing_cream=request.numbing_cream,
+            screening=request.screening,
+            trips=request.trips,
+            time_scale=request.time_scale,
+            earliest_start=request.earliest_start,
+        )
+        client = await self._clients.get()
+        with self._temporal(patient.patient_id):
+            handle = await client.start_workflow(
+                PatientJourney.run,
+                start,
+                id=workflow_id(patient.patient_id),
+                task_queue=self.settings.temporal_task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                rpc_timeout=RPC_TIMEOUT,
+            )
+        logger.info("journey started for %s", patient.patient_id)
+        return schemas.EnrolResponse(
+            patient_id=patient.patient_id,
+            workflow_id=handle.id,
+            run_id=handle.result_run_id,
+            clinic_id=request.clinic_id,
+            stage="screening",
+            patient_link=patient_link(self.settings, patient.patient_id),
+            link_valid_days=self.settings.journey_patient_link_days,
+        )
+
+    async def status(self, patient_id: str) -> JourneyStatus:
+        """The journey's live status (the workflow's ``status`` query).
+
+        Raises:
+            JourneyNotFound: no such journey.
+        """
+        handle = await self._handle(patient_id)
+        with self._temporal(patient_id):
+            result: JourneyStatus = await handle.query(
+                PatientJourney.get_status, rpc_timeout=RPC_TIMEOUT
+            )
+        return result
+
+    async def timeline(self, patient_id: str, limit: int = 500) -> list[EventRow]:
+        """The journey's timeline from PostgreSQL (including refused requests)."""
+        return await self.db(repository.get_timeline(self.pool, workflow_id(patient_id), limit))
+
+    async def patient(self, patient_id: str) -> PatientRow | None:
+        """The patient's record (personal data: staff and the patient only)."""
+        return await self.db(repository.get_patient(self.pool, patient_id))
+
+    async def list(
+        self,
+        *,
+        stage: str | None = None,
+        clinic_id: str | None = None,
+        flag: str | None = None,
+        next_action_before: datetime | None = None,
+        name_query: str | None = None,
+        order: JourneyOrder = "next_action_at",
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[JourneyRow], int]:
+        """A page of the read model and the total matching (no Temporal call)."""
+        return await self.db(
+            repository.list_journeys(
+                self.pool,
+                stage=stage,
+                clinic_id=clinic_id,
+                flag=flag,
+                next_action_before=next_action_before,
+                name_query=name_query,
+                order=order,
+                limit=limit,
+                offset=offset,
+            )
+        )
+
+    async def patient_link(self, patient_id: str) -> str:
+        """A fresh link for an existing patient.
+
+        Raises:
+            JourneyNotFound: no such patient.
+        """
+        if await self.patient(patient_id) is None:
+            raise JourneyNotFound(patient_id)
+        return patient_link(self.settings, patient_id)
+
+    async def staff_by_token(self, token: str) -> StaffRow | None:
+        """The enabled staff user holding ``token``, or ``None``."""
+        return await self.db(repository.get_staff_by_token(self.pool, token))
+
+    async def add_staff(self, name: str, role: StaffRole) -> tuple[StaffRow, str]:
+        """Create a staff user; the token is returned once and stored hashed."""
+        return await self.db(repository.create_staff_user(self.pool, name, role))
+
+    # ------------------------------------------------------------ requests (updates)
+
+    async def pause(
+        self, patient_id: str, reason: str, *, actor: Actor = "staff", request_id: str | None = None
+    ) -> ControlResult:
+        """Pause the journey. Refused (``PauseRefused``) when closed or already paused."""
+        result: ControlResult = await self._update(
+            patient_id,
+            PatientJourney.pause,
+            PauseRequest(reason=reason, requested_by=actor),
+            actor,
+            request_id,
+        )
+        return result
+
+    async def resume(
+        self, patient_id: str, reason: str, *, actor: Actor = "staff", request_id: str | None = None
+    ) -> ControlResult:
+        """Resume a paused journey. Refused (``ResumeRefused``) unless paused."""
+        result: ControlResult = await self._update(
+            patient_id,
+            PatientJourney.resume,
+            ResumeRequest(reason=reason, requested_by=actor),
+            actor,
+            request_id,
+        )
+        return result
+
+    async def withdraw(
+        self, patient_id: str, reason: str, *, actor: Actor = "staff", request_id: str | None = None
+    ) -> ControlResult:
+        """End the journey. Refused (``WithdrawRefused``) when already closed."""
+        result: ControlResult = await self._update(
+            patient_id,
+            PatientJourney.withdraw,
+            WithdrawRequest(reason=reason, requested_by=actor),
+            actor,
+            request_id,
+        )
+        return result
+
+    async def review(
+        self,
+        patient_id: str,
+        request: ReviewRequest,
+        *,
+        request_id: str | None = None,
+    ) -> ReviewResult:
+        """Record the review. Refused (``ReviewRefused``) before it is due."""
+        result: ReviewResult = await self._update(
+            patient_id, PatientJourney.record_review, request, request.reviewed_by, request_id
+        )
+        return result
+
+    async def screening(
+        self,
+        patient_id: str,
+        answers: ScreeningAnswers,
+        *,
+        actor: Actor = "staff",
+        request_id: str | None = None,
+    ) -> ScreeningDecision:
+        """Submit re-screen answers. Refused (``ScreeningRefused``) unless screening/deferred."""
+        result: ScreeningDecision = await self._update(
+            patient_id,
+            PatientJourney.submit_screening,
+            ScreeningRequest(answers=answers, requested_by=actor),
+            actor,
+            request_id,
+        )
+        return result
+
+    async def pre_session_check(
+        self,
+        patient_id: str,
+        session_number: int,
+        answers: ScreeningAnswers,
+        *,
+        actor: Actor = "staff",
+        request_id: str | None = None,
+    ) -> PreSessionCheckResult:
+        """The check on the day. Refused (``PreSessionCheckRefused``) unless for the next
+        session of a scheduled or due course."""
+        result: PreSessionCheckResult = await self._update(
+            patient_id,
+            PatientJourney.pre_session_check,
+            PreSessionCheckRequest(
+                session_number=session_number, answers=answers, checked_by=actor
+            ),
+            actor,
+            request_id,
+        )
+        return result
+
+    async def reschedule(
+        self,
+        patient_id: str,
+        session_number: int,
+        new_date: date,
+        new_time: time | None = None,
+        *,
+        by_patient: bool = False,
+        request_id: str | None = None,
+    ) -> RescheduleResult:
+        """Move a session. Refused (``RescheduleRefused``) with every planner rule it breaks."""
+        result: RescheduleResult = await self._update(
+            patient_id,
+            PatientJourney.reschedule,
+            RescheduleRequest(
+                session_number=session_number,
+                new_date=new_date,
+                new_time=new_time,
+                requested_by="patient" if by_patient else "staff",
+            ),
+            "patient" if by_patient else "staff",
+            request_id,
+        )
+        return result
+
+    # ------------------------------------------------------------ facts (signals)
+
+    async def _signal(self, patient_id: str, signal: Any, fact: Any) -> None:
+        handle = await self._handle(patient_id)
+        with self._temporal(patient_id):
+            await handle.signal(signal, fact, rpc_timeout=RPC_TIMEOUT)
+
+    async def complete_session(
+        self,
+        patient_id: str,
+        session_number: int,
+        completed_at: datetime,
+        *,
+        idempotency_key: str,
+        source: str = "integration",
+    ) -> None:
+        """Report a completed session. Returns once Temporal accepted the signal; the journey
+        applies it once per ``idempotency_key`` (a wrong session is recorded as refused)."""
+        await self._signal(
+            patient_id,
+            PatientJourney.record_session_completed,
+            SessionCompletedSignal(
+                idempotency_key=idempotency_key,
+                session_number=session_number,
+                completed_at=completed_at,
+                source=source,
+            ),
+        )
+
+    async def spf_attested(
+        self,
+        patient_id: str,
+        on: date,
+        *,
+        idempotency_key: str | None = None,
+        reported_by: Actor = "patient",
+    ) -> str:
+        """Report SPF use on a date; the default key makes one attestation per day count once.
+
+        Returns the idempotency key used.
+        """
+        key = idempotency_key or f"spf:{on.isoformat()}"
+        await self._signal(
+            patient_id,
+            PatientJourney.record_spf_attested,
+            SpfAttestedSignal(idempotency_key=key, on=on, reported_by=reported_by),
+        )
+        return key
+
+    async def report_reaction(
+        self,
+        patient_id: str,
+        session_number: int,
+        day: int,
+        reaction: str,
+        *,
+        severity: str | None = None,
+        idempotency_key: str | None = None,
+        reported_by: Actor = "patient",
+    ) -> str:
+        """A recovery check-in, or with ``severity`` an adverse event (the journey pauses).
+
+        Returns the idempotency key used (by default one per session and day).
+        """
+        if severity is not None:
+            key = idempotency_key or f"adverse:{session_number}:{day}:{severity}"
+            await self._signal(
+                patient_id,
+                PatientJourney.record_adverse_event,
+                AdverseEventSignal(
+                    idempotency_key=key,
+                    severity=severity,  # type: ignore[arg-type]
+                    note_ref=f"{reported_by}-report:{key}",
+                    reported_by=reported_by,
+                ),
+            )
+            return key
+        key = idempotency_key or f"checkin:{session_number}:{day}"
+        await self._signal(
+            patient_id,
+            PatientJourney.record_recovery_checkin,
+            RecoveryCheckinSignal(
+                idempotency_key=key,
+                session_number=session_number,
+                day=day,
+                reaction=reaction,  # type: ignore[arg-type]
+                reported_by=reported_by,
+            ),
+        )
+        return key
+
+    # ------------------------------------------------------------ planning
+
+    async def preview_plan(self, request: schemas.PlanPreviewRequest) -> schemas.PlanPreviewOut:
+        """The planner's answer for a prospective patient (nothing is stored or started).
+
+        ``earliest`` defaults to today in the clinic's zone plus the booking notice.
+        """
+        cp = await self.clinic(request.clinic_id)
+        today = clinic_today(datetime.now(UTC), cp.clinic.timezone)
+        earliest = request.earliest or today + timedelta(days=cp.protocol.booking_notice_days)
+        screening = (
+            screen(request.screening, today, cp.protocol) if request.screening is not None else None
+        )
+        conservative = request.conservative or (
+            screening is not None and "conservative_settings" in screening.flags
+        )
+        plan = plan_course(
+            earliest,
+            cp.protocol.sessions_for(request.pore_grade),
+            cp,
+            trips=request.trips,
+            conservative=conservative,
+        )
+        return schemas.PlanPreviewOut(
+            clinic_id=cp.clinic.clinic_id,
+            protocol_version=cp.protocol.version,
+            requested_from=plan.requested_from,
+            sessions=plan.sessions,
+            starts_on=plan.starts_on,
+            last_session_on=plan.last_session_on,
+            spf_until=plan.spf_until,
+            review_on=plan.review_on,
+            waiting_reason=plan.waiting_reason,
+            reasons=[schemas.ReasonOut(rule=r.rule, message=r.message) for r in plan.reasons],
+            interval_days=plan.interval_days,
+            conservative=plan.conservative,
+            screening_outcome=screening.outcome if screening else None,
+            screening_reasons=[
+                schemas.ReasonOut(rule=r.rule, message=r.message) for r in screening.reasons
+            ]
+            if screening
+            else [],
+        )
+
+
+def actor_for(staff: StaffRow) -> Actor:
+    """The actor recorded for a staff user's requests (``clinician`` or ``staff``)."""
+    return _actor_for_role(staff.role)
