@@ -47,7 +47,10 @@ async def test_history_is_encrypted_and_keys_rotate(
     old = await connect_client(settings_for(dev_env, f"k1:{k1}", "k1"))
     patient_id = f"enc{uuid.uuid4().hex[:8]}"
     task_queue = f"tq-{uuid.uuid4()}"
-    async with new_worker(old, build_activities(pg_pool), task_queue=task_queue):
+    # No sticky cache: the second worker must not wait for the first one's sticky queue to time out.
+    async with new_worker(
+        old, build_activities(pg_pool), task_queue=task_queue, max_cached_workflows=0
+    ):
         handle = await old.start_workflow(
             PatientJourney.run,
             JourneyStartRequest(
@@ -74,7 +77,9 @@ async def test_history_is_encrypted_and_keys_rotate(
 
     # Rotation: k2 encrypts from now on, k1 still decrypts what was written before.
     rotated = await connect_client(settings_for(dev_env, f"k1:{k1},k2:{k2}", "k2"))
-    async with new_worker(rotated, build_activities(pg_pool), task_queue=task_queue):
+    async with new_worker(
+        rotated, build_activities(pg_pool), task_queue=task_queue, max_cached_workflows=0
+    ):
         h2 = rotated.get_workflow_handle_for(PatientJourney.run, handle.id)
         await h2.signal(
             PatientJourney.record_adverse_event,
