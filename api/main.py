@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -91,7 +91,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         }
         for e in exc.errors()
     ]
-    return _error(status.HTTP_422_UNPROCESSABLE_ENTITY, items)
+    return _error(422, items)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

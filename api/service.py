@@ -289,6 +289,9 @@ class JourneyService:
         self._clients: ClientSource = _FixedClient(client) if isinstance(client, Client) else client
         self.pool = pool
         self.settings = settings
+        # Deadlines of Temporal RPCs; the SDK retries an unreachable server until then.
+        self.rpc_timeout = RPC_TIMEOUT
+        self.update_rpc_timeout = UPDATE_RPC_TIMEOUT
 
     # ------------------------------------------------------------ plumbing
 
@@ -349,7 +352,7 @@ class JourneyService:
                     update,
                     arg,
                     id=f"{update.__name__}:{request_id}" if request_id else None,
-                    rpc_timeout=UPDATE_RPC_TIMEOUT,
+                    rpc_timeout=self.update_rpc_timeout,
                 )
         except WorkflowUpdateFailedError as err:
             cause = err.cause
@@ -453,7 +456,7 @@ class JourneyService:
                 id=workflow_id(patient.patient_id),
                 task_queue=self.settings.temporal_task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                rpc_timeout=RPC_TIMEOUT,
+                rpc_timeout=self.rpc_timeout,
             )
         logger.info("journey started for %s", patient.patient_id)
         return schemas.EnrolResponse(
@@ -475,7 +478,7 @@ class JourneyService:
         handle = await self._handle(patient_id)
         with self._temporal(patient_id):
             result: JourneyStatus = await handle.query(
-                PatientJourney.get_status, rpc_timeout=RPC_TIMEOUT
+                PatientJourney.get_status, rpc_timeout=self.rpc_timeout
             )
         return result
 
@@ -656,7 +659,7 @@ class JourneyService:
     async def _signal(self, patient_id: str, signal: Any, fact: Any) -> None:
         handle = await self._handle(patient_id)
         with self._temporal(patient_id):
-            await handle.signal(signal, fact, rpc_timeout=RPC_TIMEOUT)
+            await handle.signal(signal, fact, rpc_timeout=self.rpc_timeout)
 
     async def complete_session(
         self,
