@@ -1,0 +1,396 @@
+"""``journey`` commands for staff and operators, over the same :class:`JourneyService` as the API.
+
+Settings come from the environment (``TEMPORAL_ADDRESS``, ``DATABASE_URL``…); without
+``DATABASE_URL`` the embedded server's data folder is used, like the worker. Every command takes
+``--json``; otherwise it prints rich tables. Errors are one line on stderr starting with
+``error: `` and a non-zero exit code, never a traceback:
+
+* 2: bad input (a field breaks a rule)       * 4: refused by the journey (every reason)
+* 3: no such journey or patient              * 5: Temporal or PostgreSQL unavailable
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime, time
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import pydantic
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from api import schemas
+from api.service import (
+    InvalidRequest,
+    JourneyNotFound,
+    JourneyService,
+    RequestRefused,
+    ServiceError,
+    ServiceUnavailable,
+    TemporalConnector,
+)
+from worker.database import create_pool, database_url, migrate
+from worker.settings import Settings
+from workflows.messages import ReviewRequest
+from workflows.protocol import DateRange
+
+__all__ = ["register"]
+
+T = TypeVar("T")
+
+EXIT_CODES: dict[type[ServiceError], int] = {
+    InvalidRequest: 2,
+    JourneyNotFound: 3,
+    RequestRefused: 4,
+    ServiceUnavailable: 5,
+}
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why (kept in the timeline).")]
+
+
+class _BadInput(ValueError):
+    """Input the user must fix."""
+
+
+@asynccontextmanager
+async def _service() -> AsyncIterator[JourneyService]:
+    # Fresh settings each time (not the cached get_settings()): one command, one environment.
+    settings = Settings()
+    try:
+        dsn, embedded = await database_url(settings)
+        pool = await create_pool(dsn, min_size=1, max_size=2)
+    except (OSError, RuntimeError) as err:
+        raise ServiceUnavailable(f"PostgreSQL is not reachable ({type(err).__name__}).") from None
+    try:
+        await migrate(pool)
+        yield JourneyService(TemporalConnector(settings), pool, settings)
+    finally:
+        await pool.close()
+        if embedded is not None:
+            embedded.stop()
+
+
+def _run(work: Callable[[JourneyService], Awaitable[T]]) -> T:
+    """Run one service call; every expected failure becomes one line and an exit code."""
+
+    async def main() -> T:
+        async with _service() as service:
+            return await work(service)
+
+    try:
+        return asyncio.run(main())
+    except RequestRefused as err:
+        _fail(f"refused ({err.error_type}): " + "; ".join(r.message for r in err.reasons), 4)
+    except ServiceError as err:
+        _fail(err.message, EXIT_CODES.get(type(err), 1))
+    except (_BadInput, ValueError) as err:
+        _fail(_one_line(err), 2)
+    except OSError as err:
+        _fail(f"cannot reach a service: {type(err).__name__}: {err}", 5)
+    raise AssertionError("unreachable")
+
+
+def _one_line(err: Exception) -> str:
+    if isinstance(err, pydantic.ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in err.errors()
+        )
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _emit(data: Any, as_json: bool, table: Callable[[], Table | str]) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    Console().print(table())
+
+
+def _parse_date(text: str, what: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise _BadInput(f"{what} {text!r} is not a date; use YYYY-MM-DD") from None
+
+
+def _parse_trip(text: str) -> DateRange:
+    start, sep, end = text.partition(":")
+    if not sep:
+        raise _BadInput(f"--trip {text!r} must be START:END, e.g. 2027-05-01:2027-05-10")
+    try:
+        return DateRange(
+            start=_parse_date(start, "--trip start"), end=_parse_date(end, "--trip end")
+        )
+    except pydantic.ValidationError as err:
+        raise _BadInput(f"--trip {text!r}: {err.errors()[0]['msg']}") from None
+
+
+def _control_table(result: dict[str, Any]) -> Table:
+    t = Table("stage", "previous stage")
+    t.add_row(result["stage"], result["previous_stage"])
+    return t
+
+
+def register(app: typer.Typer) -> None:
+    """Add the journey commands to the ``journey`` Typer app."""
+
+    @app.command("enrol")
+    def enrol(
+        name: Annotated[str, typer.Option(help="Patient's full name (stored in PostgreSQL only).")],
+        grade: Annotated[str, typer.Option("--grade", help="Pore size: small, moderate, large.")],
+        email: Annotated[str | None, typer.Option(help="E-mail address.")] = None,
+        phone: Annotated[str | None, typer.Option(help="Phone number.")] = None,
+        channel: Annotated[str, typer.Option(help="Preferred channel: email or sms.")] = "email",
+        clinic: Annotated[str, typer.Option(help="Clinic id.")] = "default",
+        numbing: Annotated[bool, typer.Option("--numbing/--no-numbing")] = False,
+        trip: Annotated[list[str] | None, typer.Option(help="Planned trip START:END.")] = None,
+        time_scale: Annotated[float, typer.Option(help="Simulation clock (1 = real time).")] = 1.0,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Enrol a patient and start their journey; prints the patient id and link."""
+        try:
+            request = schemas.EnrolRequest(
+                patient=schemas.PatientIn(
+                    full_name=name,
+                    email=email,
+                    phone=phone,
+                    preferred_channel=channel,  # type: ignore[arg-type]
+                ),
+                clinic_id=clinic,
+                pore_grade=grade,  # type: ignore[arg-type]
+                numbing_cream=numbing,
+                trips=[_parse_trip(t) for t in trip or []],
+                time_scale=time_scale,
+            )
+        except (pydantic.ValidationError, _BadInput) as err:
+            _fail(_one_line(err), 2)
+        result = _run(lambda s: s.enrol(request))
+        data = result.model_dump(mode="json")
+
+        def table() -> Table:
+            t = Table("patient", "workflow", "clinic", "link")
+            t.add_row(result.patient_id, result.workflow_id, result.clinic_id, result.patient_link)
+            return t
+
+        _emit(data, as_json, table)
+
+    @app.command("list")
+    def list_journeys(
+        stage: Annotated[str | None, typer.Option(help="Only this stage.")] = None,
+        clinic: Annotated[str | None, typer.Option(help="Only this clinic.")] = None,
+        flag: Annotated[str | None, typer.Option(help="Only journeys with this flag.")] = None,
+        before: Annotated[
+            datetime | None, typer.Option(help="Next action before this time.")
+        ] = None,
+        limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+        offset: Annotated[int, typer.Option(min=0)] = 0,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """List journeys from the read model."""
+        if before is not None and before.tzinfo is None:
+            before = before.replace(tzinfo=UTC)
+        rows, total = _run(
+            lambda s: s.list(
+                stage=stage,
+                clinic_id=clinic,
+                flag=flag,
+                next_action_before=before,
+                limit=limit,
+                offset=offset,
+            )
+        )
+        page = schemas.JourneyList(
+            data=[schemas.JourneySummary.model_validate(r) for r in rows], count=total
+        )
+
+        def table() -> Table:
+            t = Table(
+                "patient",
+                "name",
+                "clinic",
+                "stage",
+                "sessions",
+                "next action",
+                "at",
+                "flags",
+                title=f"{len(rows)} of {total} journeys",
+            )
+            for j in page.data:
+                t.add_row(
+                    j.patient_id,
+                    j.patient_name or "",
+                    j.clinic_id,
+                    j.stage,
+                    f"{j.sessions_done}/{j.sessions_planned}",
+                    j.next_action or "",
+                    j.next_action_at.isoformat(timespec="minutes") if j.next_action_at else "",
+                    ", ".join(j.flags),
+                )
+            return t
+
+        _emit(page.model_dump(mode="json"), as_json, table)
+
+    @app.command("status")
+    def status(patient: str, as_json: JsonOpt = False) -> None:
+        """A journey's live status (stage, sessions, next action, flags)."""
+        st = _run(lambda s: s.status(patient))
+
+        def table() -> Table:
+            t = Table(
+                "session",
+                "date",
+                "starts at",
+                "state",
+                "checked",
+                "reaction",
+                title=f"{st.patient_id}: {st.stage}"
+                + (f" — next: {st.next_action}" if st.next_action else "")
+                + (f" ({', '.join(st.flags)})" if st.flags else ""),
+            )
+            for x in st.sessions:
+                t.add_row(
+                    str(x.number),
+                    x.planned_on.isoformat(),
+                    x.starts_at.isoformat(timespec="minutes") if x.starts_at else "",
+                    x.state,
+                    "yes" if x.pre_session_checked else "",
+                    x.reaction or "",
+                )
+            return t
+
+        _emit(st.model_dump(mode="json"), as_json, table)
+
+    @app.command("complete-session")
+    def complete_session(
+        patient: str,
+        session: Annotated[int, typer.Option(min=1, help="Session number.")],
+        at: Annotated[
+            datetime | None, typer.Option(help="When it was completed (default: now).")
+        ] = None,
+        key: Annotated[str | None, typer.Option(help="Idempotency key (default: new).")] = None,
+        source: Annotated[str, typer.Option(help="Who reports it.")] = "cli",
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Report that a session happened (applied once per idempotency key)."""
+        when = at or datetime.now(UTC)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        idem = key or f"cli-{uuid.uuid4()}"
+        _run(
+            lambda s: s.complete_session(
+                patient, session, when, idempotency_key=idem, source=source
+            )
+        )
+        data = {
+            "accepted": True,
+            "patient_id": patient,
+            "session_number": session,
+            "idempotency_key": idem,
+        }
+        _emit(data, as_json, lambda: f"Session {session} of {patient} reported (key {idem}).")
+
+    @app.command("reschedule")
+    def reschedule(
+        patient: str,
+        session: Annotated[int, typer.Option(min=1, help="Session number.")],
+        to: Annotated[str, typer.Option("--date", help="New date, YYYY-MM-DD.")],
+        at: Annotated[str | None, typer.Option("--time", help="Local time, HH:MM.")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Move a session (refused with every rule it breaks)."""
+        try:
+            new_date = _parse_date(to, "--date")
+            new_time = time.fromisoformat(at) if at else None
+        except ValueError as err:
+            _fail(str(err) if isinstance(err, _BadInput) else f"--time {at!r} is not HH:MM", 2)
+        result = _run(lambda s: s.reschedule(patient, session, new_date, new_time))
+
+        def table() -> Table:
+            t = Table("session", "date", "state", title=f"Session {session} moved")
+            for x in result.sessions:
+                t.add_row(str(x.number), x.planned_on.isoformat(), x.state)
+            return t
+
+        _emit(result.model_dump(mode="json"), as_json, table)
+
+    @app.command("pause")
+    def pause(patient: str, reason: ReasonOpt, as_json: JsonOpt = False) -> None:
+        """Pause a journey."""
+        r = _run(lambda s: s.pause(patient, reason)).model_dump(mode="json")
+        _emit(r, as_json, lambda: _control_table(r))
+
+    @app.command("resume")
+    def resume(patient: str, reason: ReasonOpt, as_json: JsonOpt = False) -> None:
+        """Resume a paused journey."""
+        r = _run(lambda s: s.resume(patient, reason)).model_dump(mode="json")
+        _emit(r, as_json, lambda: _control_table(r))
+
+    @app.command("withdraw")
+    def withdraw(patient: str, reason: ReasonOpt, as_json: JsonOpt = False) -> None:
+        """End a journey for good."""
+        r = _run(lambda s: s.withdraw(patient, reason)).model_dump(mode="json")
+        _emit(r, as_json, lambda: _control_table(r))
+
+    @app.command("review")
+    def review(
+        patient: str,
+        outcome: Annotated[str, typer.Option(help="complete or further_course.")],
+        sessions: Annotated[int | None, typer.Option(help="Sessions of a further course.")] = None,
+        note: Annotated[str | None, typer.Option(help="Id of the clinician's note.")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Record the 3-month review (as a clinician)."""
+        try:
+            request = ReviewRequest(
+                outcome=outcome,  # type: ignore[arg-type]
+                further_sessions=sessions,
+                note_ref=note,
+                reviewed_by="clinician",
+            )
+        except pydantic.ValidationError as err:
+            _fail(_one_line(err), 2)
+        r = _run(lambda s: s.review(patient, request)).model_dump(mode="json")
+
+        def table() -> Table:
+            t = Table("outcome", "stage", "next course")
+            t.add_row(r["outcome"], r["stage"], str(r["next_course_number"] or ""))
+            return t
+
+        _emit(r, as_json, table)
+
+    @app.command("patient-link")
+    def patient_link(patient: str, as_json: JsonOpt = False) -> None:
+        """A fresh link for the patient (a credential: send it to the patient only)."""
+        link = _run(lambda s: s.patient_link(patient))
+        _emit({"patient_id": patient, "patient_link": link}, as_json, lambda: link)
+
+    staff = typer.Typer(help="Back-office users.", no_args_is_help=True)
+
+    @staff.command("add")
+    def staff_add(
+        name: str,
+        role: Annotated[str, typer.Option(help="staff, clinician or admin.")] = "staff",
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Create a staff user and print their bearer token once (only its hash is stored)."""
+        if role not in ("staff", "clinician", "admin"):
+            _fail(f"--role {role!r} must be staff, clinician or admin", 2)
+        row, token = _run(lambda s: s.add_staff(name, role))  # type: ignore[arg-type]
+        data = {"id": row.id, "name": row.name, "role": row.role, "token": token}
+        _emit(
+            data,
+            as_json,
+            lambda: f"Staff user {row.id} ({row.role}). Token, shown once:\n{token}",
+        )
+
+    app.add_typer(staff, name="staff")
