@@ -22,7 +22,7 @@ from worker.settings import Settings, get_settings
 
 __all__ = ["finish", "register"]
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False)
 
 

@@ -358,7 +358,7 @@ class DemoPatient:
 
 DEMO_PATIENTS: tuple[DemoPatient, ...] = (
     DemoPatient("Ana Demo", "large", numbing_cream=True),
-    DemoPatient("Ben Demo", "moderate", reaction="none"),
+    DemoPatient("Ben Demo", "moderate"),
     DemoPatient(
         "Chloé Demo", "small", numbing_cream=True, screening=ScreeningAnswers(fitzpatrick_type=5)
     ),
@@ -533,11 +533,14 @@ class DemoIntegration:
             starts_at = _parse_dt(due.get("starts_at")) if due else None
             if due is None or starts_at is None:
                 return 0
+            if status.get("next_action") != f"Report session {due['number']} as completed":
+                return 0  # a row written as the workflow moved on; the next one will say
             done_at = starts_at + timedelta(minutes=45)
             # The workflow refuses a completion more than the grace period in its future.
             if done_at > sim_now + timedelta(hours=6):
                 return 0
-            key = f"demo-{wf_id}-c{course}-s{due['number']}-done"
+            # Per booking: a rebooked session (after a no-show) is a new fact to report.
+            key = f"demo-{wf_id}-c{course}-s{due['number']}-{starts_at:%Y%m%dT%H%M}-done"
             if key in self.sent:
                 return 0
             self.sent.add(key)
