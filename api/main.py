@@ -32,6 +32,7 @@ from api.service import (
     ServiceUnavailable,
     TemporalConnector,
 )
+from api.web import routes as web_pages
 from worker.client import build_codec
 from worker.database import create_pool, database_url, migrate
 from worker.settings import Settings, get_settings
@@ -161,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         integrations.router,
         me.router,
         plans.router,
+        web_pages.router,  # the dashboard and the patient page (api/web)
     ):
         app.include_router(router)
 

@@ -1,0 +1,1124 @@
+"""The web pages: the staff dashboard (overview, journeys list, journey page) and the patient's
+own page, server-rendered from the read model, with actions through :class:`JourneyService`.
+
+Security:
+    * Staff log in with their staff token once; it is kept in a session cookie signed with
+      itsdangerous (a key derived from ``JOURNEY_PATIENT_LINK_SECRET`` with its own salt),
+      HttpOnly, SameSite=Lax, Secure on https, valid for a working day. Every request checks
+      the token against ``staff_users`` again, so disabling a user ends their session at once.
+    * Every POST form carries a CSRF token: a signed double-submit cookie (SameSite=Strict)
+      that must equal the form field; a value planted without the secret fails the signature.
+    * The patient page is reached by the per-journey link token only and shows that journey
+      alone; ``Referrer-Policy: no-referrer`` keeps the token out of other sites' logs.
+    * Pages are ``Cache-Control: no-store`` (they carry personal data) and a strict CSP (no
+      inline script or style).
+
+Lists, counts and searches read PostgreSQL only (never Temporal); actions are Temporal updates
+and signals, and a refusal is shown next to the form that asked, with every reason.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+from itsdangerous import BadSignature, Signer, URLSafeTimedSerializer
+from starlette.datastructures import FormData
+
+from activities import repository
+from activities.repository import JourneyRow, StaffRow
+from api.service import (
+    JourneyNotFound,
+    JourneyService,
+    RequestRefused,
+    ServiceUnavailable,
+    actor_for,
+)
+from api.tokens import InvalidPatientToken, PatientTokenExpired, verify_patient_token
+from api.web import views
+from worker.settings import Settings
+from workflows.calendar import local_datetime
+from workflows.ids import workflow_id
+from workflows.messages import JourneyStartRequest, JourneyStatus, ReviewRequest
+from workflows.protocol import ClinicProtocol, DateRange
+from workflows.reasons import Reason, format_date, format_weekday_date
+from workflows.screening import ScreeningAnswers
+
+__all__ = ["router"]
+
+_HERE = Path(__file__).resolve().parent
+TEMPLATES: Final = Jinja2Templates(directory=_HERE / "templates")
+STATIC_FILES: Final[dict[str, str]] = {"app.css": "text/css", "live.js": "text/javascript"}
+
+SESSION_COOKIE: Final = "pj_staff"
+CSRF_COOKIE: Final = "pj_csrf"
+# Salts per purpose: a patient link signed with the same secret never passes as a session.
+SESSION_SALT: Final = "journey.staff-session.v1"
+CSRF_SALT: Final = "journey.csrf.v1"
+SESSION_MAX_AGE: Final = 12 * 3600  # a working day; staff log in again the next morning
+PAGE_SIZE: Final = 25
+LIVE_POLL_MS: Final = 2500
+RESCHEDULE_DAYS: Final = 56  # the patient's calendar: about eight weeks
+
+STAFF_ACTIONS: Final = frozenset(
+    {"pause", "resume", "withdraw", "review", "reschedule", "pre-session-check"}
+)
+# Flash messages by code, so nothing from the query string is echoed into the page.
+STAFF_MESSAGES: Final[dict[str, str]] = {
+    "pause": "Journey paused.",
+    "resume": "Journey resumed.",
+    "withdraw": "Journey withdrawn.",
+    "review": "Review recorded.",
+    "reschedule": "Session moved.",
+    "check_cleared": "Pre-session check recorded: cleared.",
+    "check_deferred": "Pre-session check recorded: the session is deferred.",
+}
+PATIENT_MESSAGES: Final[dict[str, str]] = {
+    "reschedule": "Your session has been moved. You will get a confirmation.",
+    "spf": "Thank you: SPF 50 use recorded for today.",
+    "reaction": "Thank you: the clinic has your report.",
+    "reaction_adverse": "Thank you: a clinician will contact you. Your next session is on hold.",
+}
+SCREENING_CHECKS: Final[tuple[tuple[str, str], ...]] = (
+    ("pregnant", "Pregnant or breastfeeding"),
+    ("recent_tan", "Tan from recent sun or solarium"),
+    ("open_wounds", "Open wounds in the treatment area"),
+    ("active_infection", "Active herpes or another skin infection in the area"),
+    ("photosensitivity", "Photosensitivity"),
+    ("malignant_lesions", "Malignant skin lesions"),
+)
+
+
+# ---------------------------------------------------------------- page plumbing
+
+
+class _Redirect(Exception):
+    """Ends a page handler with a 303 to ``location`` (after a POST, or to the login)."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(location)
+        self.location = location
+
+
+class _FormError(Exception):
+    """A form field is missing or malformed; shown next to the form (422)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.reasons = [Reason(rule="invalid_form", message=message)]
+
+
+class _PageRoute(APIRoute):
+    """Pages answer in HTML, even when Temporal or PostgreSQL is down (the API's JSON error
+    handlers are right for API clients, not for a person at reception)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await original(request)
+            except _Redirect as r:
+                return RedirectResponse(r.location, status_code=303)
+            except JourneyNotFound:
+                return _error_page(request, 404, "No such journey", "There is no journey here.")
+            except (
+                ServiceUnavailable,
+                asyncpg.PostgresConnectionError,
+                asyncpg.InterfaceError,
+                OSError,
+            ):
+                response = _error_page(
+                    request,
+                    503,
+                    "Temporarily unavailable",
+                    "The journey service cannot be reached just now. Nothing was changed; "
+                    "please try again in a few seconds.",
+                )
+                response.headers["Retry-After"] = "5"
+                return response
+
+        return handler
+
+
+router = APIRouter(route_class=_PageRoute, include_in_schema=False)
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _service(request: Request) -> JourneyService:
+    service: JourneyService = request.app.state.service
+    return service
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    return _service(request).pool
+
+
+def _https(request: Request) -> bool:
+    return request.url.scheme == "https" or _settings(request).journey_public_url.startswith(
+        "https://"
+    )
+
+
+def _session_serializer(settings: Settings) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(settings.journey_patient_link_secret, salt=SESSION_SALT)
+
+
+def _csrf_signer(settings: Settings) -> Signer:
+    return Signer(settings.journey_patient_link_secret, salt=CSRF_SALT)
+
+
+def _valid_csrf_cookie(request: Request) -> str | None:
+    value = request.cookies.get(CSRF_COOKIE)
+    if not value:
+        return None
+    try:
+        _csrf_signer(_settings(request)).unsign(value)
+    except BadSignature:
+        return None
+    return value
+
+
+def _new_csrf(request: Request) -> str:
+    return _csrf_signer(_settings(request)).sign(secrets.token_urlsafe(24)).decode()
+
+
+def _set_csrf_cookie(request: Request, response: Response, value: str) -> None:
+    response.set_cookie(
+        CSRF_COOKIE,
+        value,
+        httponly=True,
+        samesite="strict",
+        secure=_https(request),
+        path="/",
+    )
+
+
+def _check_csrf(request: Request, form: FormData) -> None:
+    """Refuse a POST whose form token does not match the signed cookie (403)."""
+    cookie = _valid_csrf_cookie(request)
+    sent = form.get("csrf_token")
+    if cookie is None or not isinstance(sent, str) or not hmac.compare_digest(cookie, sent):
+        raise _Forbidden()
+
+
+class _Forbidden(Exception):
+    """A form without a valid CSRF token."""
+
+
+def _security_headers(response: Response) -> None:
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+
+
+def _render(
+    request: Request,
+    template: str,
+    context: Mapping[str, Any],
+    status_code: int = 200,
+) -> HTMLResponse:
+    """Render a page with the CSRF token (setting its cookie when new) and the headers."""
+    csrf = _valid_csrf_cookie(request)
+    fresh = csrf is None
+    if csrf is None:
+        csrf = _new_csrf(request)
+    response = TEMPLATES.TemplateResponse(
+        request,
+        template,
+        {
+            "csrf_token": csrf,
+            "stage_labels": views.STAGE_LABELS,
+            "flag_labels": views.FLAG_LABELS,
+            "staff": None,
+            **context,
+        },
+        status_code=status_code,
+    )
+    if fresh:
+        _set_csrf_cookie(request, response, csrf)
+    _security_headers(response)
+    return response
+
+
+def _error_page(request: Request, status_code: int, title: str, message: str) -> HTMLResponse:
+    return _render(
+        request, "error.html", {"title": title, "message": message}, status_code=status_code
+    )
+
+
+def _safe_next(value: str | None) -> str:
+    """Only a local path: ``//evil.example`` or ``https://…`` would be an open redirect."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/"
+
+
+async def _session_staff(request: Request) -> StaffRow | None:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    try:
+        data = _session_serializer(_settings(request)).loads(cookie, max_age=SESSION_MAX_AGE)
+    except BadSignature:
+        return None
+    token = data.get("t") if isinstance(data, dict) else None
+    if not isinstance(token, str):
+        return None
+    return await repository.get_staff_by_token(_pool(request), token)
+
+
+async def _page_staff(request: Request) -> StaffRow:
+    """The logged-in staff user, or a redirect to the login page that comes back here."""
+    staff = await _session_staff(request)
+    if staff is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise _Redirect("/login?next=" + quote(target, safe=""))
+    return staff
+
+
+def _field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _required(form: FormData, name: str, label: str) -> str:
+    value = _field(form, name)
+    if not value:
+        raise _FormError(f"Please fill in {label}.")
+    if len(value) > 500:
+        raise _FormError(f"{label.capitalize()} must be at most 500 characters.")
+    return value
+
+
+def _int_field(form: FormData, name: str, label: str) -> int:
+    try:
+        return int(_field(form, name))
+    except ValueError:
+        raise _FormError(f"Please choose {label}.") from None
+
+
+def _date_field(value: str, label: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise _FormError(f"Please give {label} as a date.") from None
+
+
+def _request_id(form: FormData) -> str | None:
+    """The form's one-time id: a double-submitted form runs its update once in Temporal."""
+    value = _field(form, "request_id")
+    return value if value and len(value) <= 64 else None
+
+
+# ---------------------------------------------------------------- shared reads
+
+
+async def _clinics(pool: asyncpg.Pool) -> dict[str, tuple[str, str]]:
+    """clinic_id → (name, time zone), for filters and for dates in each clinic's zone."""
+    rows = await pool.fetch("SELECT clinic_id, name, timezone FROM clinics ORDER BY name")
+    return {r["clinic_id"]: (r["name"], r["timezone"]) for r in rows}
+
+
+def _tz(clinics: Mapping[str, tuple[str, str]], row: JourneyRow) -> str:
+    return clinics.get(row.clinic_id, ("", "UTC"))[1]
+
+
+def _list_item(
+    row: JourneyRow, clinics: Mapping[str, tuple[str, str]], real_now: datetime
+) -> dict[str, Any]:
+    """One journey as the overview and the list show it."""
+    status = views.journey_status(row)
+    tz = _tz(clinics, row)
+    now = views.journey_now(row, status, real_now)
+    return {
+        "row": row,
+        "status": status,
+        "tz": tz,
+        "name": row.patient_name or row.patient_id,
+        "next_at": views.format_local_datetime(row.next_action_at, tz),
+        "overdue": row.next_action_at is not None and row.next_action_at < now,
+        "clinic_name": clinics.get(row.clinic_id, (row.clinic_id, ""))[0],
+    }
+
+
+async def _live_version(pool: asyncpg.Pool, patient_id: str | None) -> str:
+    """Changes whenever a journey in scope writes a step or a refusal is logged."""
+    if patient_id is None:
+        row = await pool.fetchrow(
+            "SELECT count(*) AS n, coalesce(sum(version), 0) AS v, max(updated_at) AS u "
+            "FROM journeys"
+        )
+        extra = await pool.fetchval(
+            "SELECT coalesce(max(id), 0) FROM journey_events WHERE kind = 'request_refused'"
+        )
+    else:
+        wf = workflow_id(patient_id)
+        row = await pool.fetchrow(
+            "SELECT count(*) AS n, coalesce(sum(version), 0) AS v, max(updated_at) AS u "
+            "FROM journeys WHERE workflow_id = $1",
+            wf,
+        )
+        extra = await pool.fetchval(
+            "SELECT coalesce(max(id), 0) FROM journey_events WHERE workflow_id = $1", wf
+        )
+    assert row is not None
+    stamp = row["u"].isoformat() if row["u"] else "-"
+    return f"{row['n']}.{row['v']}.{stamp}.{extra}"
+
+
+async def _clinic_protocol(request: Request, clinic_id: str) -> ClinicProtocol:
+    found = await repository.get_clinic(_pool(request), clinic_id)
+    return found if found is not None else ClinicProtocol()
+
+
+async def _trips(request: Request, patient_id: str) -> list[DateRange] | None:
+    """The planned trips, from the input of the journey's current run in Temporal history.
+
+    The status the workflow publishes does not carry the trips, and the patient's calendar
+    must apply the same trip rules as the workflow's validator. ``None`` when Temporal cannot
+    be read just now (the page then says trips were not checked; the workflow still is).
+    """
+    try:
+        client = await request.app.state.temporal.get()
+        handle = client.get_workflow_handle(workflow_id(patient_id))
+        async for event in handle.fetch_history_events(page_size=1):
+            attrs = event.workflow_execution_started_event_attributes
+            decoded = await client.data_converter.decode(
+                attrs.input.payloads, [JourneyStartRequest]
+            )
+            start = decoded[0]
+            return list(start.trips) if isinstance(start, JourneyStartRequest) else []
+    except Exception:
+        return None
+    return []
+
+
+# ---------------------------------------------------------------- static files and login
+
+
+@router.get("/static/web/{name}")
+async def static_file(name: str) -> Response:
+    """The stylesheet and the live-update script (a fixed list: no path is ever joined)."""
+    media = STATIC_FILES.get(name)
+    if media is None:
+        return Response(status_code=404)
+    return FileResponse(
+        _HERE / "static" / name,
+        media_type=media,
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+@router.get("/login")
+async def login_form(request: Request, next: str | None = None) -> Response:
+    """The staff login form (the staff token, as printed by ``journey staff add``)."""
+    return _render(request, "login.html", {"next": _safe_next(next), "error": None})
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    """Check the staff token; on success keep it in the signed session cookie."""
+    form = await request.form()
+    next_path = _safe_next(_field(form, "next"))
+    try:
+        _check_csrf(request, form)
+    except _Forbidden:
+        return _render(
+            request,
+            "login.html",
+            {"next": next_path, "error": "The form expired. Please try again."},
+            status_code=403,
+        )
+    token = _field(form, "token")
+    staff = await repository.get_staff_by_token(_pool(request), token) if token else None
+    if staff is None:
+        return _render(
+            request,
+            "login.html",
+            {"next": next_path, "error": "That staff token is not valid."},
+            status_code=401,
+        )
+    response = RedirectResponse(next_path, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        _session_serializer(_settings(request)).dumps({"t": token}),
+        max_age=SESSION_MAX_AGE,
+        httponly=True,
+        samesite="lax",
+        secure=_https(request),
+        path="/",
+    )
+    # A new CSRF token per login: one fixed before login cannot be reused after it.
+    _set_csrf_cookie(request, response, _new_csrf(request))
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    """End the staff session."""
+    form = await request.form()
+    try:
+        _check_csrf(request, form)
+    except _Forbidden:
+        return _error_page(request, 403, "Form expired", "Reload the page and try again.")
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(CSRF_COOKIE, path="/")
+    return response
+
+
+# ---------------------------------------------------------------- overview
+
+
+async def _overview_context(pool: asyncpg.Pool) -> dict[str, Any]:
+    real_now = datetime.now(UTC)
+    clinics = await _clinics(pool)
+    counts = await repository.count_by_stage(pool)
+
+    def items(rows: list[JourneyRow]) -> list[dict[str, Any]]:
+        return [_list_item(r, clinics, real_now) for r in rows]
+
+    due, _ = await repository.list_journeys(pool, stage="session_due", limit=200)
+    soon, _ = await repository.list_journeys(
+        pool, stage="scheduled", next_action_before=real_now + timedelta(hours=36), limit=200
+    )
+    today: list[dict[str, Any]] = []
+    no_completion: list[dict[str, Any]] = []
+    for item in items(due + soon):
+        status: JourneyStatus | None = item["status"]
+        if status is None:
+            continue
+        session = views.current_session(status)
+        if session is None or session.starts_at is None:
+            continue
+        now = views.journey_now(item["row"], status, real_now)
+        local_today = now.astimezone(ZoneInfo(item["tz"])).date()
+        if session.planned_on != local_today:
+            continue
+        item["session"] = session
+        item["time"] = views.format_local_time(session.starts_at, item["tz"])
+        item["arrive"] = views.format_local_time(session.arrive_by, item["tz"])
+        today.append(item)
+        # Past the session's end and still no completion from the booking system or device.
+        if item["row"].stage == "session_due" and now > session.starts_at + timedelta(minutes=30):
+            no_completion.append(item)
+    today.sort(key=lambda i: i["session"].starts_at)
+
+    async def flagged(flag: str) -> list[dict[str, Any]]:
+        rows, _ = await repository.list_journeys(pool, flag=flag, limit=100)
+        return items(rows)
+
+    no_shows = await flagged("no_show")
+    late_checkins = await flagged("checkin_overdue")
+    late_reviews = await flagged("review_overdue")
+    attention: dict[str, list[dict[str, Any]]] = {}
+    for flag in views.ATTENTION_FLAGS:
+        attention[flag] = await flagged(flag)
+    waiting_rows, waiting_total = await repository.list_journeys(
+        pool, stage="awaiting_season", limit=100
+    )
+    waiting = items(waiting_rows)
+    for item in waiting:
+        st = item["status"]
+        opens = st.season_opens_on if st else None
+        first = st.sessions[0].planned_on if st and st.sessions else None
+        item["opens"] = format_weekday_date(opens) if opens else ""
+        item["first"] = format_weekday_date(first) if first else ""
+    waiting.sort(
+        key=lambda i: (i["status"].season_opens_on or date.max) if i["status"] else date.max
+    )
+    return {
+        "counts": [(s, views.STAGE_LABELS[s], counts.get(s, 0)) for s in views.STAGE_ORDER],
+        "total": sum(counts.values()),
+        "today": today,
+        "no_completion": no_completion,
+        "no_shows": no_shows,
+        "late_checkins": late_checkins,
+        "late_reviews": late_reviews,
+        "attention": attention,
+        "waiting": waiting,
+        "waiting_total": waiting_total,
+        "generated": views.format_local_datetime(real_now, "UTC"),
+    }
+
+
+@router.get("/")
+async def overview(request: Request) -> Response:
+    """What is due today, overdue, flagged and waiting for the season; updates live."""
+    staff = await _page_staff(request)
+    context = await _overview_context(_pool(request))
+    live = await _live_version(_pool(request), None)
+    return _render(
+        request,
+        "overview.html",
+        {
+            **context,
+            "staff": staff,
+            "live_version": live,
+            "live_scope": "",
+            "live_url": "/",
+            "page": "overview",
+        },
+    )
+
+
+@router.get("/live")
+async def live(request: Request, patient_id: str | None = None) -> Response:
+    """A small JSON version the pages poll; it changes when a journey in scope changes."""
+    staff = await _session_staff(request)
+    if staff is None:
+        return JSONResponse({"detail": "login required"}, status_code=401)
+    if patient_id is not None:
+        try:
+            workflow_id(patient_id)
+        except ValueError:
+            return JSONResponse({"detail": "unknown journey"}, status_code=404)
+    version = await _live_version(_pool(request), patient_id)
+    return JSONResponse({"version": version}, headers={"Cache-Control": "no-store"})
+
+
+# ---------------------------------------------------------------- journeys list
+
+ORDERS: Final[dict[str, str]] = {
+    "next_action_at": "Next action (soonest first)",
+    "updated_at": "Last change (latest first)",
+    "patient_name": "Patient name",
+    "stage": "Stage",
+}
+
+
+@router.get("/journeys")
+async def journeys(
+    request: Request,
+    stage: str | None = None,
+    clinic: str | None = None,
+    flag: str | None = None,
+    due: str | None = None,
+    q: str | None = None,
+    order: str | None = None,
+    page: str | None = None,
+) -> Response:
+    """Filter by stage, clinic, flag and due date; search by name (PostgreSQL only); page."""
+    staff = await _page_staff(request)
+    pool = _pool(request)
+    clinics = await _clinics(pool)
+    stage = stage if stage in views.STAGE_LABELS else None
+    clinic = clinic if clinic in clinics else None
+    flag = flag if flag in views.FLAG_LABELS else None
+    order_key = order if order in ORDERS else "next_action_at"
+    q = (q or "").strip()[:100] or None
+    try:
+        page_no = max(1, min(int(page or "1"), 10_000))
+    except ValueError:
+        page_no = 1
+    due_date: date | None = None
+    due_before: datetime | None = None
+    if due:
+        try:
+            due_date = date.fromisoformat(due)
+        except ValueError:
+            due_date = None
+    if due_date is not None:
+        # "Due by the end of that day" in the clinic's zone (the filtered clinic's, else the
+        # default clinic's): the date staff typed is a local date.
+        zone = clinics.get(clinic or repository.DEFAULT_CLINIC_ID, ("", "UTC"))[1]
+        due_before = local_datetime(due_date + timedelta(days=1), time(0, 0), zone)
+    rows, total = await _service(request).list(
+        stage=stage,
+        clinic_id=clinic,
+        flag=flag,
+        next_action_before=due_before,
+        name_query=q,
+        order=order_key,  # type: ignore[arg-type]
+        limit=PAGE_SIZE,
+        offset=(page_no - 1) * PAGE_SIZE,
+    )
+    real_now = datetime.now(UTC)
+    filters = {
+        "stage": stage or "",
+        "clinic": clinic or "",
+        "flag": flag or "",
+        "due": due_date.isoformat() if due_date else "",
+        "q": q or "",
+    }
+
+    def link(**changes: Any) -> str:
+        params = {**filters, "order": order_key, "page": str(page_no), **changes}
+        return "/journeys?" + urlencode({k: v for k, v in params.items() if v})
+
+    pages = max(1, -(-total // PAGE_SIZE))
+    return _render(
+        request,
+        "journeys.html",
+        {
+            "staff": staff,
+            "page": "journeys",
+            "items": [_list_item(r, clinics, real_now) for r in rows],
+            "total": total,
+            "filters": filters,
+            "order": order_key,
+            "orders": ORDERS,
+            "clinics": clinics,
+            "page_no": page_no,
+            "pages": pages,
+            "prev_link": link(page=str(page_no - 1)) if page_no > 1 else None,
+            "next_link": link(page=str(page_no + 1)) if page_no < pages else None,
+            "sort_link": lambda key: link(order=key, page="1"),
+            "first_shown": (page_no - 1) * PAGE_SIZE + 1 if rows else 0,
+            "last_shown": (page_no - 1) * PAGE_SIZE + len(rows),
+            "live_version": await _live_version(pool, None),
+            "live_scope": "",
+            "live_url": link(),
+        },
+    )
+
+
+# ---------------------------------------------------------------- journey page
+
+
+async def _journey_page(
+    request: Request,
+    staff: StaffRow,
+    patient_id: str,
+    *,
+    errors: Mapping[str, list[Reason]] | None = None,
+    values: Mapping[str, str] | None = None,
+    message: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    try:
+        wf = workflow_id(patient_id)
+    except ValueError:
+        raise JourneyNotFound(patient_id) from None
+    pool = _pool(request)
+    row = await repository.get_journey(pool, patient_id)
+    if row is None:
+        raise JourneyNotFound(patient_id)
+    patient = await repository.get_patient(pool, patient_id)
+    cp = await _clinic_protocol(request, row.clinic_id)
+    tz = cp.clinic.timezone
+    status = views.journey_status(row)
+    today = views.local_today(row, status, tz)
+    timeline = await repository.get_timeline(pool, wf)
+    sessions = status.sessions if status else []
+    movable = [s for s in sessions if s.state not in ("done", "cancelled")]
+    current = views.current_session(status) if status else None
+    return _render(
+        request,
+        "journey.html",
+        {
+            "staff": staff,
+            "page": "journeys",
+            "row": row,
+            "patient": patient,
+            "status": status,
+            "cp": cp,
+            "tz": tz,
+            "today": today,
+            "today_text": format_weekday_date(today),
+            "picture": views.plan_picture(status, cp, today) if status else None,
+            "sessions": [
+                {
+                    "s": s,
+                    "when": views.format_local_datetime(s.starts_at, tz)
+                    or format_weekday_date(s.planned_on),
+                    "arrive": views.format_local_time(s.arrive_by, tz),
+                    "done_at": views.format_local_datetime(s.completed_at, tz),
+                }
+                for s in sessions
+            ],
+            "movable": movable,
+            "current": current,
+            "timeline": [
+                {"e": e, "when": views.format_local_datetime(e.occurred_at, tz)}
+                for e in reversed(timeline)
+            ],
+            "next_at": views.format_local_datetime(row.next_action_at, tz),
+            "spf_until": format_date(status.spf_until) if status and status.spf_until else "",
+            "review_on": format_date(status.review_on) if status and status.review_on else "",
+            "season_opens": format_date(status.season_opens_on)
+            if status and status.season_opens_on
+            else "",
+            "errors": errors or {},
+            "values": values or {},
+            "message": message,
+            "screening_checks": SCREENING_CHECKS,
+            "request_id": uuid.uuid4().hex,
+            "live_version": await _live_version(pool, patient_id),
+            "live_scope": patient_id,
+            "live_url": f"/journeys/{patient_id}",
+            "closed": row.stage in ("excluded", "completed", "withdrawn"),
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/journeys/{patient_id}")
+async def journey_page(request: Request, patient_id: str, msg: str | None = None) -> Response:
+    """One patient's whole path: the plan picture, the audit timeline and the staff actions."""
+    staff = await _page_staff(request)
+    return await _journey_page(request, staff, patient_id, message=STAFF_MESSAGES.get(msg or ""))
+
+
+@router.post("/journeys/{patient_id}/{action}")
+async def journey_action(request: Request, patient_id: str, action: str) -> Response:
+    """A staff action; success redirects back, a refusal is shown next to its form."""
+    form = await request.form()
+    try:
+        _check_csrf(request, form)
+    except _Forbidden:
+        return _error_page(request, 403, "Form expired", "Reload the page and try again.")
+    staff = await _page_staff(request)
+    if action not in STAFF_ACTIONS:
+        raise JourneyNotFound(patient_id)
+    try:
+        workflow_id(patient_id)
+    except ValueError:
+        raise JourneyNotFound(patient_id) from None
+    service = _service(request)
+    actor = actor_for(staff)
+    request_id = _request_id(form)
+    code = action
+    try:
+        if action == "pause":
+            reason = _required(form, "reason", "a reason")
+            await service.pause(patient_id, reason, actor=actor, request_id=request_id)
+        elif action == "resume":
+            reason = _required(form, "reason", "a reason")
+            await service.resume(patient_id, reason, actor=actor, request_id=request_id)
+        elif action == "withdraw":
+            reason = _required(form, "reason", "a reason")
+            if _field(form, "confirm") != "yes":
+                raise _FormError("Tick the box to confirm the withdrawal: it cannot be undone.")
+            await service.withdraw(patient_id, reason, actor=actor, request_id=request_id)
+        elif action == "review":
+            if staff.role not in ("clinician", "admin"):
+                raise RequestRefused(
+                    "Forbidden",
+                    [
+                        Reason(
+                            rule="role",
+                            message="Recording the review needs a clinician or an admin.",
+                        )
+                    ],
+                )
+            outcome = _field(form, "outcome")
+            if outcome not in ("complete", "further_course"):
+                raise _FormError("Choose the review outcome.")
+            further = (
+                _int_field(form, "further_sessions", "the number of further sessions")
+                if outcome == "further_course"
+                else None
+            )
+            if further is not None and further < 1:
+                raise _FormError("A further course needs at least one session.")
+            note = _field(form, "note_ref")[:200] or None
+            await service.review(
+                patient_id,
+                ReviewRequest(
+                    outcome=outcome,  # type: ignore[arg-type]
+                    further_sessions=further,
+                    reviewed_by=actor,
+                    note_ref=note,
+                ),
+                request_id=request_id,
+            )
+        elif action == "reschedule":
+            number = _int_field(form, "session_number", "the session")
+            new_date = _date_field(_field(form, "new_date"), "the new date")
+            new_time_text = _field(form, "new_time")
+            try:
+                new_time = time.fromisoformat(new_time_text) if new_time_text else None
+            except ValueError:
+                raise _FormError("Please give the time as hours and minutes.") from None
+            await service.reschedule(patient_id, number, new_date, new_time, request_id=request_id)
+        else:  # pre-session-check
+            number = _int_field(form, "session_number", "the session")
+            answers = ScreeningAnswers(
+                **{name: _field(form, name) == "yes" for name, _ in SCREENING_CHECKS},
+                other_condition=_field(form, "other_condition")[:500] or None,
+            )
+            result = await service.pre_session_check(
+                patient_id, number, answers, actor=actor, request_id=request_id
+            )
+            code = "check_cleared" if result.cleared else "check_deferred"
+    except RequestRefused as refused:
+        return await _journey_page(
+            request,
+            staff,
+            patient_id,
+            errors={action: refused.reasons},
+            values={k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"},
+            status_code=409,
+        )
+    except _FormError as bad:
+        return await _journey_page(
+            request,
+            staff,
+            patient_id,
+            errors={action: bad.reasons},
+            values={k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"},
+            status_code=422,
+        )
+    raise _Redirect(f"/journeys/{patient_id}?msg={code}")
+
+
+# ---------------------------------------------------------------- the patient's page
+
+
+def _patient_id(request: Request, token: str) -> str:
+    try:
+        return verify_patient_token(_settings(request), token)
+    except PatientTokenExpired:
+        raise _LinkError("This link has expired. Please ask the clinic for a new one.") from None
+    except InvalidPatientToken:
+        raise _LinkError("This link is not valid. Please ask the clinic for a new one.") from None
+
+
+class _LinkError(Exception):
+    """A bad or expired patient link."""
+
+
+async def _patient_page(
+    request: Request,
+    token: str,
+    patient_id: str,
+    *,
+    session_number: int | None = None,
+    errors: Mapping[str, list[Reason]] | None = None,
+    message: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    pool = _pool(request)
+    row = await repository.get_journey(pool, patient_id)
+    if row is None:
+        return _render(
+            request,
+            "patient.html",
+            {"missing": True, "token": token},
+            status_code=404,
+        )
+    patient = await repository.get_patient(pool, patient_id)
+    cp = await _clinic_protocol(request, row.clinic_id)
+    tz = cp.clinic.timezone
+    status = views.journey_status(row)
+    today = views.local_today(row, status, tz)
+    sessions = status.sessions if status else []
+    movable = [s for s in sessions if s.state in ("planned", "booked")]
+    chosen = next((s for s in movable if s.number == session_number), None) or (
+        movable[0] if movable else None
+    )
+    can_move = (
+        status is not None
+        and chosen is not None
+        and row.stage in ("awaiting_season", "scheduled", "session_due", "recovery")
+    )
+    trips: list[DateRange] | None = []
+    options: list[views.DayOption] = []
+    if can_move and status is not None and chosen is not None:
+        trips = await _trips(request, patient_id)
+        options = views.date_options(
+            status, cp, chosen.number, today=today, trips=trips or [], days=RESCHEDULE_DAYS
+        )
+    spf_until, review_on = views.spf_and_review(status, cp) if status else (None, None)
+    done = [s for s in sessions if s.state == "done"]
+    upcoming = views.current_session(status) if status else None
+    p = cp.protocol
+    return _render(
+        request,
+        "patient.html",
+        {
+            "missing": False,
+            "token": token,
+            "row": row,
+            "first_name": (patient.full_name.split(" ")[0] if patient else ""),
+            "clinic_name": cp.clinic.name,
+            "status": status,
+            "headline": _patient_headline(row.stage),
+            "upcoming": upcoming,
+            "upcoming_when": views.format_local_datetime(upcoming.starts_at, tz)
+            if upcoming and upcoming.starts_at
+            else (format_weekday_date(upcoming.planned_on) if upcoming else ""),
+            "upcoming_arrive": views.format_local_time(upcoming.arrive_by, tz) if upcoming else "",
+            "sessions": [
+                {
+                    "s": s,
+                    "when": views.format_local_datetime(s.starts_at, tz)
+                    or format_weekday_date(s.planned_on),
+                }
+                for s in sessions
+            ],
+            "numbing": bool(status and status.numbing_cream),
+            "numbing_minutes": p.numbing_lead_minutes,
+            "recovery_min": p.recovery_days_min,
+            "recovery_max": p.recovery_days_max,
+            "spf_months": p.spf_months,
+            "review_months": p.review_months,
+            "spf_until": format_weekday_date(spf_until) if spf_until else "",
+            "review_on": format_weekday_date(review_on) if review_on else "",
+            "season_opens": format_weekday_date(status.season_opens_on)
+            if status and status.season_opens_on
+            else "",
+            "today": today,
+            "today_text": format_weekday_date(today),
+            "can_move": can_move,
+            "movable": movable,
+            "chosen": chosen,
+            "weeks": views.calendar_weeks(options),
+            "groups": views.group_refusals(options),
+            "allowed_count": sum(1 for o in options if o.allowed),
+            "trips_unknown": trips is None,
+            "done": done,
+            "can_attest": bool(done) and row.stage not in ("withdrawn", "excluded"),
+            "errors": errors or {},
+            "message": message,
+            "request_id": uuid.uuid4().hex,
+        },
+        status_code=status_code,
+    )
+
+
+def _patient_headline(stage: str) -> str:
+    return {
+        "screening": "We are checking that the treatment is right for you.",
+        "deferred": "Your treatment is on hold for now; the clinic will check again.",
+        "excluded": "This treatment is not suitable for you; the clinic will explain why.",
+        "awaiting_season": "Your course starts when the season allows it.",
+        "scheduled": "Your next session is booked.",
+        "session_due": "Your session is today.",
+        "recovery": "Your skin is recovering from your last session.",
+        "spf_window": "Your sessions are done: protect your skin with SPF 50 every day.",
+        "awaiting_review": "Your review with the clinic is due.",
+        "completed": "Your course is complete.",
+        "paused": "Your journey is on hold; the clinic will contact you.",
+        "withdrawn": "Your journey has ended.",
+    }.get(stage, "")
+
+
+def _link_error_page(request: Request, message: str) -> Response:
+    response = _error_page(request, 401, "Link not valid", message)
+    return response
+
+
+@router.get("/p/{token}")
+async def patient_page(
+    request: Request, token: str, session: str | None = None, msg: str | None = None
+) -> Response:
+    """The patient's own page: the plan in plain words, moving a session, SPF, reactions."""
+    try:
+        patient_id = _patient_id(request, token)
+    except _LinkError as bad:
+        return _link_error_page(request, str(bad))
+    try:
+        number = int(session) if session else None
+    except ValueError:
+        number = None
+    return await _patient_page(
+        request,
+        token,
+        patient_id,
+        session_number=number,
+        message=PATIENT_MESSAGES.get(msg or ""),
+    )
+
+
+@router.post("/p/{token}/{action}")
+async def patient_action(request: Request, token: str, action: str) -> Response:
+    """Move a session, attest SPF 50 or report a reaction (the link's own journey only)."""
+    try:
+        patient_id = _patient_id(request, token)
+    except _LinkError as bad:
+        return _link_error_page(request, str(bad))
+    form = await request.form()
+    try:
+        _check_csrf(request, form)
+    except _Forbidden:
+        return _error_page(request, 403, "Form expired", "Reload the page and try again.")
+    if action not in ("reschedule", "spf", "reaction"):
+        return _error_page(request, 404, "Not found", "There is nothing here.")
+    service = _service(request)
+    row = await repository.get_journey(_pool(request), patient_id)
+    if row is None:
+        raise JourneyNotFound(patient_id)
+    status = views.journey_status(row)
+    cp = await _clinic_protocol(request, row.clinic_id)
+    today = views.local_today(row, status, cp.clinic.timezone)
+    code = action
+    number: int | None = None
+    try:
+        if action == "reschedule":
+            number = _int_field(form, "session_number", "the session")
+            chosen = _field(form, "other_date") or _field(form, "new_date")
+            if not chosen:
+                raise _FormError("Please choose a new date.")
+            await service.reschedule(
+                patient_id,
+                number,
+                _date_field(chosen, "the new date"),
+                by_patient=True,
+                request_id=_request_id(form),
+            )
+        elif action == "spf":
+            await service.spf_attested(patient_id, today)
+        else:
+            number = _int_field(form, "session_number", "the session")
+            done = {
+                s.number: s.completed_at or s.starts_at
+                for s in (status.sessions if status else [])
+                if s.state == "done"
+            }
+            if number not in done:
+                raise _FormError("Please choose a session that took place.")
+            at = done[number]
+            day = max(0, min((today - at.date()).days if at else 0, 60))
+            kind = _field(form, "reaction")
+            if kind == "adverse":
+                await service.report_reaction(
+                    patient_id, number, day, "prolonged", severity="moderate"
+                )
+                code = "reaction_adverse"
+            elif kind in ("expected", "prolonged", "none"):
+                await service.report_reaction(patient_id, number, day, kind)
+            else:
+                raise _FormError("Please say how your skin is.")
+    except RequestRefused as refused:
+        return await _patient_page(
+            request,
+            token,
+            patient_id,
+            session_number=number,
+            errors={action: refused.reasons},
+            status_code=409,
+        )
+    except _FormError as bad:
+        return await _patient_page(
+            request,
+            token,
+            patient_id,
+            session_number=number,
+            errors={action: bad.reasons},
+            status_code=422,
+        )
+    raise _Redirect(f"/p/{token}?msg={code}")
