@@ -311,6 +311,14 @@ class JourneyService:
             logger.warning("database unavailable: %s", type(err).__name__)
             raise ServiceUnavailable("The database is not reachable.") from None
 
+    async def _rpc(self, call: Awaitable[T], timeout: timedelta) -> T:
+        """Await a Temporal call within ``timeout`` overall: the SDK retries an unreachable
+        server with backoff for about 10 s whatever the per-attempt ``rpc_timeout`` says."""
+        try:
+            return await asyncio.wait_for(call, timeout.total_seconds())
+        except TimeoutError:
+            raise ServiceUnavailable("Temporal did not answer in time.") from None
+
     @contextmanager
     def _temporal(self, patient_id: str) -> Iterator[None]:
         """Map Temporal's errors to the service's (refusals are handled by ``_update``)."""
@@ -348,11 +356,14 @@ class JourneyService:
         handle = await self._handle(patient_id)
         try:
             with self._temporal(patient_id):
-                return await handle.execute_update(
-                    update,
-                    arg,
-                    id=f"{update.__name__}:{request_id}" if request_id else None,
-                    rpc_timeout=self.update_rpc_timeout,
+                return await self._rpc(
+                    handle.execute_update(
+                        update,
+                        arg,
+                        id=f"{update.__name__}:{request_id}" if request_id else None,
+                        rpc_timeout=self.update_rpc_timeout,
+                    ),
+                    self.update_rpc_timeout,
                 )
         except WorkflowUpdateFailedError as err:
             cause = err.cause
@@ -450,13 +461,16 @@ class JourneyService:
         )
         client = await self._clients.get()
         with self._temporal(patient.patient_id):
-            handle = await client.start_workflow(
-                PatientJourney.run,
-                start,
-                id=workflow_id(patient.patient_id),
-                task_queue=self.settings.temporal_task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                rpc_timeout=self.rpc_timeout,
+            handle = await self._rpc(
+                client.start_workflow(
+                    PatientJourney.run,
+                    start,
+                    id=workflow_id(patient.patient_id),
+                    task_queue=self.settings.temporal_task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    rpc_timeout=self.rpc_timeout,
+                ),
+                self.rpc_timeout,
             )
         logger.info("journey started for %s", patient.patient_id)
         return schemas.EnrolResponse(
@@ -477,8 +491,9 @@ class JourneyService:
         """
         handle = await self._handle(patient_id)
         with self._temporal(patient_id):
-            result: JourneyStatus = await handle.query(
-                PatientJourney.get_status, rpc_timeout=self.rpc_timeout
+            result: JourneyStatus = await self._rpc(
+                handle.query(PatientJourney.get_status, rpc_timeout=self.rpc_timeout),
+                self.rpc_timeout,
             )
         return result
 
@@ -659,7 +674,9 @@ class JourneyService:
     async def _signal(self, patient_id: str, signal: Any, fact: Any) -> None:
         handle = await self._handle(patient_id)
         with self._temporal(patient_id):
-            await handle.signal(signal, fact, rpc_timeout=self.rpc_timeout)
+            await self._rpc(
+                handle.signal(signal, fact, rpc_timeout=self.rpc_timeout), self.rpc_timeout
+            )
 
     async def complete_session(
         self,
