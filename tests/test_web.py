@@ -285,6 +285,8 @@ async def test_staff_dashboard(site: Site) -> None:
         "data-state", "done", timeout=10_000
     )
     await expect(page.locator('.timeline li[data-kind="session_completed"]')).to_be_visible()
+    await expect(page.locator("#stage")).to_contain_text("Recovery")
+    await expect(page.locator("#form-check")).to_have_count(0)  # the actions follow the stage
     assert await page.evaluate("window.__notReloaded") is True
     await expect(overview.locator('ul[data-flag="no_pre_session_check"]')).to_contain_text(
         "Chloe Fast", timeout=10_000

@@ -69,6 +69,7 @@ SESSION_SALT: Final = "journey.staff-session.v1"
 CSRF_SALT: Final = "journey.csrf.v1"
 SESSION_MAX_AGE: Final = 12 * 3600  # a working day; staff log in again the next morning
 PAGE_SIZE: Final = 25
+OVERVIEW_LIMIT: Final = 15  # rows per overview list; "show all" links to the filtered list
 LIVE_POLL_MS: Final = 2500
 RESCHEDULE_DAYS: Final = 56  # the patient's calendar: about eight weeks
 
@@ -515,7 +516,10 @@ async def _overview_context(pool: asyncpg.Pool) -> dict[str, Any]:
             continue
         now = views.journey_now(item["row"], status, real_now)
         local_today = now.astimezone(ZoneInfo(item["tz"])).date()
-        if session.planned_on != local_today:
+        # A journey in session_due is due by the workflow's own clock (a sandbox journey's
+        # simulated day may already be over by the dashboard's estimate); a scheduled one
+        # counts when its session is on the clinic's today.
+        if item["row"].stage != "session_due" and session.planned_on != local_today:
             continue
         item["session"] = session
         item["time"] = views.format_local_time(session.starts_at, item["tz"])
@@ -526,18 +530,20 @@ async def _overview_context(pool: asyncpg.Pool) -> dict[str, Any]:
             no_completion.append(item)
     today.sort(key=lambda i: i["session"].starts_at)
 
-    async def flagged(flag: str) -> list[dict[str, Any]]:
-        rows, _ = await repository.list_journeys(pool, flag=flag, limit=100)
-        return items(rows)
+    async def flagged(flag: str) -> dict[str, Any]:
+        # A short list and a link to all of them: the overview stays fast with thousands of
+        # journeys, and the list page filters, sorts and pages the rest.
+        rows, total = await repository.list_journeys(pool, flag=flag, limit=OVERVIEW_LIMIT)
+        return {"items": items(rows), "total": total, "link": f"/journeys?flag={flag}"}
 
     no_shows = await flagged("no_show")
     late_checkins = await flagged("checkin_overdue")
     late_reviews = await flagged("review_overdue")
-    attention: dict[str, list[dict[str, Any]]] = {}
+    attention: dict[str, dict[str, Any]] = {}
     for flag in views.ATTENTION_FLAGS:
         attention[flag] = await flagged(flag)
     waiting_rows, waiting_total = await repository.list_journeys(
-        pool, stage="awaiting_season", limit=100
+        pool, stage="awaiting_season", limit=OVERVIEW_LIMIT
     )
     waiting = items(waiting_rows)
     for item in waiting:
@@ -981,6 +987,7 @@ async def _patient_page(
             "season_opens": format_weekday_date(status.season_opens_on)
             if status and status.season_opens_on
             else "",
+            "waiting_reason": status.waiting_reason if status else None,
             "today": today,
             "today_text": format_weekday_date(today),
             "can_move": can_move,
@@ -1005,7 +1012,7 @@ def _patient_headline(stage: str) -> str:
         "screening": "We are checking that the treatment is right for you.",
         "deferred": "Your treatment is on hold for now; the clinic will check again.",
         "excluded": "This treatment is not suitable for you; the clinic will explain why.",
-        "awaiting_season": "Your course starts when the season allows it.",
+        "awaiting_season": "Your course is planned; each session is booked a day ahead.",
         "scheduled": "Your next session is booked.",
         "session_due": "Your session is today.",
         "recovery": "Your skin is recovering from your last session.",

@@ -1,6 +1,6 @@
 // Live updates without a front-end build: poll /live every few seconds; when the version
 // changes, fetch this page again and swap the regions marked data-live-region (never the
-// forms, so nothing a person is typing is lost).
+// form a person is filling in, so nothing typed is lost).
 (function () {
   "use strict";
   var body = document.body;
@@ -20,7 +20,8 @@
     var doc = new DOMParser().parseFromString(html, "text/html");
     document.querySelectorAll("[data-live-region]").forEach(function (region) {
       var fresh = region.id ? doc.getElementById(region.id) : null;
-      if (fresh && !region.contains(document.activeElement)) {
+      // A region someone is working in (focus inside, or a field changed) is left alone.
+      if (fresh && !region.contains(document.activeElement) && !region.dataset.dirty) {
         region.replaceWith(document.importNode(fresh, true));
       }
     });
@@ -47,5 +48,9 @@
       .catch(function () { /* offline for a moment: try again next tick */ })
       .then(function () { busy = false; });
   }
+  document.addEventListener("input", function (event) {
+    var region = event.target.closest && event.target.closest("[data-live-region]");
+    if (region) { region.dataset.dirty = "1"; }
+  });
   window.setInterval(tick, interval);
 })();
