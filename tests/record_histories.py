@@ -1,6 +1,6 @@
 """Record PatientJourney histories for the replay test (run by hand, not collected by pytest).
 
-    .venv/bin/python -m tests.record_histories
+    .venv/bin/python -m tests.record_histories [scenario ...]
 
 Each history is a real run in the time-skipping server, saved as Temporal's JSON history under
 ``tests/histories/``. Record again only for a new journey shape; old files stay, since they are
@@ -10,6 +10,7 @@ what running journeys look like.
 from __future__ import annotations
 
 import asyncio
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from tests.test_journey import BERLIN, RecordingStore, start
 from worker.binaries import temporal_test_server
 from workflows import calendar
 from workflows.journey import PatientJourney
-from workflows.messages import RescheduleRequest, ReviewRequest
+from workflows.messages import PauseRequest, RescheduleRequest, ResumeRequest, ReviewRequest
 
 OUT = Path(__file__).parent / "histories"
 
@@ -86,11 +87,30 @@ async def no_show_and_reschedule(env: WorkflowEnvironment, tq: str):  # type: ig
     return handle
 
 
-async def main() -> None:
+async def pause_through_session_day(env: WorkflowEnvironment, tq: str):  # type: ignore[no-untyped-def]
+    handle = await start(
+        env, tq, patient_id="replay-pause", clinic_id="berlin", pore_grade="moderate"
+    )
+    st = await eventually(handle, lambda s: s.stage == "scheduled")
+    await update(handle, PatientJourney.pause, PauseRequest(reason="travelling"))
+    await advance_to(env, st.sessions[0].starts_at + timedelta(days=3))  # type: ignore[operator]
+    await update(handle, PatientJourney.resume, ResumeRequest(reason="back"))
+    await eventually(handle, lambda s: s.stage == "scheduled")
+    return handle
+
+
+SCENARIOS = {
+    "four_sessions_completed": four_sessions_completed,
+    "no_show_and_reschedule": no_show_and_reschedule,
+    "pause_through_session_day": pause_through_session_day,
+}
+
+
+async def main(names: list[str]) -> None:
     OUT.mkdir(exist_ok=True)
-    await _record("four_sessions_completed", four_sessions_completed)
-    await _record("no_show_and_reschedule", no_show_and_reschedule)
+    for name in names or list(SCENARIOS):
+        await _record(name, SCENARIOS[name])
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1:]))

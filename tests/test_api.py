@@ -291,17 +291,14 @@ async def test_controls_and_refusals(stack: Stack) -> None:
     assert refused[0].data["reasons"] and refused[0].data["type"] == "RescheduleRefused"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workflow bug (workflows/journey.py, not the API): _run_session sets the stage back "
-    "to scheduled when the pause wakes its wait, so a scheduled journey cannot be paused",
-)
 async def test_pause_holds_a_scheduled_journey(stack: Stack) -> None:
     pid = (await enrol(stack))["patient_id"]
     await wait_stage(stack, pid, "scheduled")
     base = f"/api/journeys/{pid}"
     r = await stack.http.post(f"{base}/pause", json={"reason": "Holiday"}, headers=stack.auth())
     assert r.json() == {"stage": "paused", "previous_stage": "scheduled"}
+    r = await stack.http.get(base, headers=stack.auth())
+    assert r.json()["status"]["stage"] == "paused"
     r = await stack.http.post(f"{base}/pause", json={"reason": "Again"}, headers=stack.auth())
     assert r.status_code == 409 and r.json()["error"] == "PauseRefused"
     r = await stack.http.post(f"{base}/resume", json={"reason": "Back"}, headers=stack.auth())

@@ -359,3 +359,23 @@ async def test_refused_requests_name_every_rule(ts_env: WorkflowEnvironment) -> 
             )
         assert refusal(err) == ("ScreeningRefused", ["not_screening"])
     _ = uuid
+
+
+async def test_pause_holds_a_booked_session_through_its_day(ts_env: WorkflowEnvironment) -> None:
+    store = RecordingStore(BERLIN)
+    async with new_worker(ts_env.client, store.activities()) as w:
+        handle = await start(ts_env, w.task_queue, clinic_id="berlin", pore_grade="moderate")
+        st = await eventually(handle, lambda s: s.stage == "scheduled")
+        day = st.sessions[0].planned_on
+        result = await update(handle, PatientJourney.pause, PauseRequest(reason="travelling"))
+        assert result.stage == "paused"
+        # Past the appointment day and its grace period: no session_due, no no-show.
+        await advance_to(ts_env, st.sessions[0].starts_at + timedelta(days=3))  # type: ignore[operator]
+        st = await status(handle)
+        assert st.stage == "paused"
+        assert "no_show" not in st.flags
+        await update(handle, PatientJourney.resume, ResumeRequest(reason="back"))
+        st = await eventually(handle, lambda s: s.stage in OPEN and s.sessions[0].planned_on > day)
+        assert st.sessions[0].planned_on > await today(ts_env)
+        assert "no_show" not in st.flags
+    assert "no_show" not in store.event_kinds()

@@ -69,6 +69,8 @@ ACTIVITY_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=1),
     non_retryable_error_types=["UnknownClinic"],
 )
+# Patches (STYLE W12): each guards a change to code that running journeys execute.
+HOLD_SESSION_WHILE_PAUSED = "202611-hold-session-while-paused"
 # The status keeps only the latest refusals; the timeline in PostgreSQL keeps them all.
 RECENT_REFUSALS = 20
 
@@ -622,6 +624,11 @@ class PatientJourney:
         p = self._protocol_cp.protocol
         tz = self._protocol_cp.clinic.timezone
         while True:
+            if self._stage == "paused" and workflow.patched(HOLD_SESSION_WHILE_PAUSED):
+                # Hold here: the branches below would otherwise reset the stage and keep the
+                # appointment's timers running through a pause.
+                await self._wait_until(None, lambda: False, "paused")
+                continue
             s = self._sessions[self._index(number)]
             if self._session_settled(number) or self._needs_replan(s):
                 return
