@@ -215,7 +215,8 @@ async def test_staff_dashboard(site: Site) -> None:
     st = await read_status(site, alice.patient_id, lambda s: s.stage == "scheduled")
     await read_status(site, chloe.patient_id, lambda s: s.stage == "session_due")
 
-    page = await site.browser.new_page(viewport={"width": 1280, "height": 900})
+    context = await site.browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
     await login(site, page)
     await expect(page.locator('a.tile[data-stage="scheduled"] .n')).to_have_text("1")
     await expect(page.locator("#h-waiting + table")).to_contain_text("Dora Lindqvist")
@@ -273,8 +274,8 @@ async def test_staff_dashboard(site: Site) -> None:
     await page.goto(f"{site.base}/journeys/{chloe.patient_id}")
     await expect(page.locator('tr[data-session="1"]')).to_have_attribute("data-state", "booked")
     await page.evaluate("window.__notReloaded = true")
-    overview = await site.browser.new_page(viewport={"width": 1024, "height": 768})
-    await overview.context.add_cookies(await page.context.cookies())
+    overview = await page.context.new_page()  # same session: a second tab at reception
+    await overview.set_viewport_size({"width": 1024, "height": 768})
     await overview.goto(site.base + "/")
     await overview.evaluate("window.__notReloaded = true")
     body, headers = signed_completion(chloe.patient_id)
@@ -294,6 +295,7 @@ async def test_staff_dashboard(site: Site) -> None:
     assert await overview.evaluate("window.__notReloaded") is True
     await shot(page, "journey-live-completion")
     await shot(overview, "overview-live")
+    await context.close()
 
 
 async def test_patient_page_on_phone(site: Site) -> None:

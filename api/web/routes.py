@@ -862,10 +862,11 @@ async def journey_action(request: Request, patient_id: str, action: str) -> Resp
             await service.reschedule(patient_id, number, new_date, new_time, request_id=request_id)
         else:  # pre-session-check
             number = _int_field(form, "session_number", "the session")
-            answers = ScreeningAnswers(
-                **{name: _field(form, name) == "yes" for name, _ in SCREENING_CHECKS},
-                other_condition=_field(form, "other_condition")[:500] or None,
-            )
+            found: dict[str, Any] = {
+                name: _field(form, name) == "yes" for name, _ in SCREENING_CHECKS
+            }
+            found["other_condition"] = _field(form, "other_condition")[:500] or None
+            answers = ScreeningAnswers.model_validate(found)
             result = await service.pre_session_check(
                 patient_id, number, answers, actor=actor, request_id=request_id
             )
