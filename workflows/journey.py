@@ -118,7 +118,9 @@ class PatientJourney:
             None if request.rescreen_required else request.screening
         )
         self._screening: ScreeningResult | None = None
-        self._sessions: list[SessionStatus] = []
+        self._sessions: list[SessionStatus] = list(carried.sessions)
+        if carried.sessions and carried.answers is not None:
+            self._answers = carried.answers
         self._course_sessions = request.course_sessions
         self._next_action: str | None = None
         self._next_action_at: datetime | None = None
@@ -128,12 +130,17 @@ class PatientJourney:
         self._season_opens_on: date | None = None
         self._closed_reason: str | None = None
         self._review: ReviewRequest | None = None
-        self._checkins: dict[int, RecoveryCheckinSignal] = {}
+        self._checkins: dict[int, RecoveryCheckinSignal] = {
+            n: RecoveryCheckinSignal(
+                idempotency_key=f"carried-{n}", session_number=n, day=0, reaction="none"
+            )
+            for n in carried.checked_in
+        }
         self._spf_attestations: list[date] = []
         self._withdrawn = False
         self._deferred_session: int | None = None
         self._changes = 0  # bumped by every handler that changes the plan or pauses
-        self._reminded: set[str] = set()
+        self._reminded: set[str] = set(carried.reminded)
         self._replan_requested = False
         self._paused_next: tuple[str | None, datetime | None] = (None, None)
         self._lock = asyncio.Lock()
@@ -170,6 +177,12 @@ class PatientJourney:
             anchor_real=self._carried.sim_anchor_real or real_now,
             anchor_sim=self._carried.sim_anchor_sim or real_now,
         )
+        if self._carried.sessions:
+            # A long history continued as new mid-course: resume the sessions where they were.
+            await self._run_sessions()
+            await self._spf_window()
+            await self._await_review()
+            return
         await self._commit(
             self._event(
                 "course_started" if self._request.course_number > 1 else "journey_started",
@@ -595,6 +608,8 @@ class PatientJourney:
     async def _run_sessions(self) -> None:
         while (s := self._current_session()) is not None:
             self._raise_if_withdrawn()
+            if workflow.info().is_continue_as_new_suggested() and self._stage != "paused":
+                await self._continue_mid_course()
             if s.state == "deferred" and not await self._screen_until_eligible():
                 raise _JourneyClosed()
             if self._needs_replan(s):
@@ -909,8 +924,33 @@ class PatientJourney:
             )
         )
 
-    def _carry(self) -> JourneyCarry:
+    async def _continue_mid_course(self) -> None:
+        """Continue as new between two sessions when the history grows long (many
+        reschedules or facts), carrying the course as it stands."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._commit(
+            self._event(
+                "history_continued", "system", "Long history: the journey continues as new."
+            )
+        )
+        workflow.continue_as_new(
+            self._request.model_copy(
+                update={"clinic_protocol": self._cp, "carried": self._carry(mid_course=True)}
+            )
+        )
+
+    def _carry(self, *, mid_course: bool = False) -> JourneyCarry:
         assert self._clock is not None
+        if mid_course:
+            return self._carry().model_copy(
+                update={
+                    "flags": list(self._flags),
+                    "sessions": list(self._sessions),
+                    "answers": self._answers,
+                    "checked_in": sorted(self._checkins),
+                    "reminded": sorted(self._reminded),
+                }
+            )
         return JourneyCarry(
             step=self._step,
             sim_anchor_real=self._clock.anchor_real,

@@ -91,6 +91,11 @@ class JourneyCarry(_Message):
     clinician_tasks: list[str] = []
     seen_keys: list[str] = []
     refused: list[RefusedRequest] = []
+    # Set only when a long history continues as new in the middle of a course.
+    sessions: list[SessionStatus] = []
+    answers: ScreeningAnswers | None = None
+    checked_in: list[int] = []
+    reminded: list[str] = []
 
 
 # ---------------------------------------------------------------- signals (facts)
