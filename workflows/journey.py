@@ -1549,4 +1549,5 @@ class PatientJourney:
             journey_now=self._now() if self._clock else None,
             timezone=cp.clinic.timezone if cp else "UTC",
             previous_courses=list(self._request.previous_courses),
+            trips=list(self._request.trips),
         )

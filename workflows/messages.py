@@ -288,6 +288,7 @@ class JourneyStatus(_Message):
     journey_now: datetime | None = None
     timezone: str = "UTC"
     previous_courses: list[CourseSummary] = []
+    trips: list[DateRange] = []
 
 
 JourneyStartRequest.model_rebuild()

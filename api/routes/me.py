@@ -8,7 +8,9 @@ an ``Idempotency-Key`` header overrides it.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Header, status
 
@@ -56,7 +58,13 @@ SESSION_WORDS: dict[str, str] = {
 
 
 def plain_plan(st: JourneyStatus) -> schemas.MyJourney:
-    """The patient's plan in plain words (no staff notes, no clinician tasks)."""
+    """The patient's plan in plain words (no staff notes, no clinician tasks), with times in
+    the clinic's zone."""
+    zone = ZoneInfo(st.timezone)
+
+    def hhmm(at: datetime) -> str:
+        return at.astimezone(zone).strftime("%H:%M")
+
     sessions = [
         schemas.MySession(
             number=s.number,
@@ -65,10 +73,10 @@ def plain_plan(st: JourneyStatus) -> schemas.MyJourney:
             arrive_by=s.arrive_by,
             state=s.state,
             text=f"Session {s.number}: {format_weekday_date(s.planned_on)}"
-            + (f" at {s.starts_at.strftime('%H:%M')}" if s.starts_at else "")
+            + (f" at {hhmm(s.starts_at)}" if s.starts_at else "")
             + f", {SESSION_WORDS.get(s.state, s.state)}"
             + (
-                f"; please arrive by {s.arrive_by.strftime('%H:%M')} for the numbing cream"
+                f"; please arrive by {hhmm(s.arrive_by)} for the numbing cream"
                 if s.arrive_by and s.state in ("planned", "booked")
                 else ""
             )

@@ -51,7 +51,7 @@ from api.web import views
 from worker.settings import Settings
 from workflows.calendar import local_datetime
 from workflows.ids import workflow_id
-from workflows.messages import JourneyStartRequest, JourneyStatus, ReviewRequest
+from workflows.messages import JourneyStatus, ReviewRequest
 from workflows.protocol import ClinicProtocol, DateRange
 from workflows.reasons import Reason, format_date, format_weekday_date
 from workflows.screening import ScreeningAnswers
@@ -392,28 +392,6 @@ async def _live_version(pool: asyncpg.Pool, patient_id: str | None) -> str:
 async def _clinic_protocol(request: Request, clinic_id: str) -> ClinicProtocol:
     found = await repository.get_clinic(_pool(request), clinic_id)
     return found if found is not None else ClinicProtocol()
-
-
-async def _trips(request: Request, patient_id: str) -> list[DateRange] | None:
-    """The planned trips, from the input of the journey's current run in Temporal history.
-
-    The status the workflow publishes does not carry the trips, and the patient's calendar
-    must apply the same trip rules as the workflow's validator. ``None`` when Temporal cannot
-    be read just now (the page then says trips were not checked; the workflow still is).
-    """
-    try:
-        client = await request.app.state.temporal.get()
-        handle = client.get_workflow_handle(workflow_id(patient_id))
-        async for event in handle.fetch_history_events(page_size=1):
-            attrs = event.workflow_execution_started_event_attributes
-            decoded = await client.data_converter.decode(
-                attrs.input.payloads, [JourneyStartRequest]
-            )
-            start = decoded[0]
-            return list(start.trips) if isinstance(start, JourneyStartRequest) else []
-    except Exception:
-        return None
-    return []
 
 
 # ---------------------------------------------------------------- static files and login
@@ -945,7 +923,7 @@ async def _patient_page(
     trips: list[DateRange] | None = []
     options: list[views.DayOption] = []
     if can_move and status is not None and chosen is not None:
-        trips = await _trips(request, patient_id)
+        trips = list(status.trips)
         options = views.date_options(
             status, cp, chosen.number, today=today, trips=trips or [], days=RESCHEDULE_DAYS
         )
