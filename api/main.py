@@ -16,12 +16,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.converter import PayloadCodec
 
+from api.codec_server import build_codec_router
 from api.deps import get_staff
 from api.routes import health, integrations, journeys, me, plans
 from api.service import (
@@ -36,6 +38,7 @@ from api.web import routes as web_pages
 from worker.client import build_codec
 from worker.database import create_pool, database_url, migrate
 from worker.settings import Settings, get_settings
+from worker.telemetry import get_metrics, instrument_fastapi, temporal_interceptors
 
 __all__ = ["create_app"]
 
@@ -63,6 +66,9 @@ def _error(
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
+    if isinstance(exc, InvalidRequest):
+        # Workflow refusals are counted by the service (it sees them from the CLI too).
+        get_metrics().record_refused(exc.rule)
     if isinstance(exc, RequestRefused):
         return _error(
             exc.status_code,
@@ -122,7 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        connector = TemporalConnector(settings)
+        # The tracing interceptor continues the request's span into StartWorkflow/updates.
+        connector = TemporalConnector(settings, interceptors=temporal_interceptors())
         try:
             await connector.get()
         except ServiceUnavailable:
@@ -166,16 +173,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
 
+    # The remote codec server for the Temporal UI/CLI, staff only (api/codec_server.py). It is
+    # mounted even without keys so a misconfigured UI gets a clear 503, not a bare 404.
     codec = build_codec(settings)
-    if codec is not None:
-        # The remote codec server for the Temporal UI/CLI, staff only (api/codec_server.py).
-        from api.codec_server import build_codec_router
 
-        app.include_router(
-            build_codec_router(
-                lambda: codec,
-                get_staff,
-                allowed_origins=[f"http://localhost:{settings.temporal_ui_port}"],
+    def get_codec() -> PayloadCodec:
+        if codec is None:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                detail=[
+                    {
+                        "rule": "codec_not_configured",
+                        "message": "No payload codec keys are configured on this API "
+                        "(JOURNEY_CODEC_KEYS); Temporal payloads are not encrypted here.",
+                    }
+                ],
             )
+        return codec
+
+    app.include_router(
+        build_codec_router(
+            get_codec, get_staff, allowed_origins=settings.journey_codec_cors_origins
         )
+    )
+    # One server span per request (probes excluded), URLs reduced to route templates: tokens in
+    # paths never reach the trace backend. A no-op tracer without setup_tracing (tests, CLI).
+    instrument_fastapi(app)
     return app

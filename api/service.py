@@ -56,6 +56,7 @@ from api import schemas
 from api.tokens import patient_link
 from worker.client import connect_client
 from worker.settings import Settings
+from worker.telemetry import get_metrics
 from workflows.calendar import clinic_today
 from workflows.ids import workflow_id
 from workflows.journey import PatientJourney
@@ -390,7 +391,10 @@ class JourneyService:
         self, patient_id: str, request: str, actor: str, refused: RequestRefused, arg: Any
     ) -> None:
         """Append ``request_refused`` to the timeline: the workflow cannot (validators run
-        before history). Best effort: the caller gets the 409 even if this write fails."""
+        before history), and count it in ``refused_requests`` by its type (one per request,
+        e.g. ``RescheduleRefused``, ``JourneyClosed``). Best effort: the caller gets the 409
+        even if this write fails."""
+        get_metrics().record_refused(refused.error_type)
         try:
             await self.db(
                 self.pool.execute(

@@ -154,9 +154,15 @@ def api(
 
     async def main() -> int:
         from worker.main import setup_process
+        from worker.telemetry import shutdown_telemetry
 
+        # Logging, tracing (OTLP only when configured), metrics and asyncpg spans; uvicorn's
+        # own loggers go through the same handler (log_config=None above).
         setup_process("api", settings)
-        await server.serve()
+        try:
+            await server.serve()
+        finally:
+            shutdown_telemetry()  # flush batched spans before the process exits
         return 0
 
     _run_long(main)

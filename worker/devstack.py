@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import socket
@@ -60,7 +61,7 @@ from activities.repository import (
     upsert_clinic,
 )
 from worker.binaries import temporal_cli
-from worker.client import connect_client
+from worker.client import build_codec, connect_client
 from worker.database import (
     JOURNEY_DATABASE,
     EmbeddedPostgres,
@@ -178,12 +179,15 @@ class TemporalDevServer:
         port: gRPC frontend port.
         ui_port: Web UI port.
         data_dir: Where ``temporal.db`` (history, kept between runs) and ``temporal.log`` live.
+        ui_codec_endpoint: The remote codec endpoint the UI offers to decode payloads with
+            (``<api>/codec``, when payloads are encrypted); None leaves the UI without one.
     """
 
     host: str
     port: int
     ui_port: int
     data_dir: Path
+    ui_codec_endpoint: str | None = None
     reused: bool = False
     process: asyncio.subprocess.Process | None = None
 
@@ -217,6 +221,8 @@ class TemporalDevServer:
             "--dynamic-config-value",
             'history.timerProcessorMaxTimeShift="10ms"',
         ]
+        if self.ui_codec_endpoint:
+            args += ["--ui-codec-endpoint", self.ui_codec_endpoint]
         for name, kind in SEARCH_ATTRIBUTES.items():
             # Accepted again when the db file already has them (checked with temporal 1.9.1).
             args += ["--search-attribute", f"{name}={kind}"]
@@ -726,14 +732,18 @@ async def run_dev(
     host, port = _split_address(settings.temporal_address)
     if host in _LOCAL_HOSTS:
         host = "127.0.0.1"  # the dev server listens on IPv4 only
-    temporal = TemporalDevServer(host, port, settings.temporal_ui_port, data_dir)
+    api_url = f"http://{settings.api_host}:{settings.api_port}"
+    # Encrypted payloads: the UI decodes them through the API's staff-only codec endpoint.
+    codec_endpoint = f"{api_url}/codec" if build_codec(settings) is not None else None
+    temporal = TemporalDevServer(
+        host, port, settings.temporal_ui_port, data_dir, ui_codec_endpoint=codec_endpoint
+    )
     embedded: EmbeddedPostgres | None = None
     worker_stop = asyncio.Event()
     tasks: dict[str, asyncio.Task[None]] = {}
     api: uvicorn.Server | None = None
     demo_pool: asyncpg.Pool | None = None
     exit_code = 0
-    api_url = f"http://{settings.api_host}:{settings.api_port}"
 
     def step(message: str, since: float) -> None:
         console.print(f"[green]✓[/green] {message} [dim]({time.monotonic() - since:.1f} s)[/dim]")
@@ -767,6 +777,13 @@ async def run_dev(
         where = "DATABASE_URL" if settings.database_url else f"embedded, data in {data_dir / 'pg'}"
         step(f"PostgreSQL ({where}; {len(applied)} migration(s) applied)", t0)
 
+        if codec_endpoint is not None and "journey_codec_cors_origins" not in (
+            settings.model_fields_set
+        ):
+            # The UI's browser calls the codec from its own origin, on whatever --ui-port says.
+            origins = [f"http://{o}:{temporal.ui_port}" for o in ("127.0.0.1", "localhost")]
+            os.environ["JOURNEY_CODEC_CORS_ORIGINS"] = json.dumps(origins)
+            settings = settings.model_copy(update={"journey_codec_cors_origins": origins})
         settings = _export(
             settings,
             database_url=dsn,
@@ -830,6 +847,10 @@ async def run_dev(
         console.print(
             f"  Temporal UI   {ui}" + (" (the reused server's UI)" if temporal.reused else "")
         )
+        if codec_endpoint is not None:
+            console.print(
+                f"  Codec         {codec_endpoint}  (payloads encrypted; staff bearer token)"
+            )
         console.print(
             f"  Temporal      {temporal.address}  namespace {settings.temporal_namespace}"
         )

@@ -20,10 +20,11 @@ import threading
 from collections.abc import AsyncIterator, Callable
 
 import asyncpg
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from activities.channels import build_channel
-from activities.dispatcher import OutboxDispatcher
-from activities.repository import ensure_default_clinic
+from activities.dispatcher import MetricsHook, OutboxDispatcher, Outcome
+from activities.repository import count_by_stage, ensure_default_clinic
 from activities.store import build_activities
 from worker.client import connect_client
 from worker.database import EmbeddedPostgres, create_pool, database_url, migrate
@@ -31,16 +32,32 @@ from worker.logging_setup import configure_logging
 from worker.registry import build_worker
 from worker.settings import Settings
 from worker.telemetry import (
+    Metrics,
+    get_metrics,
     instrument_asyncpg,
+    setup_metrics,
     setup_tracing,
     shutdown_telemetry,
     temporal_interceptors,
     temporal_runtime,
 )
+from workflows.messages import CLOSED_STAGES
 
-__all__ = ["open_database", "run_dispatcher", "run_worker", "setup_process", "stop_on_signals"]
+__all__ = [
+    "notification_metrics",
+    "open_database",
+    "refresh_journeys_by_stage",
+    "run_dispatcher",
+    "run_worker",
+    "setup_process",
+    "stop_on_signals",
+]
 
 logger = logging.getLogger(__name__)
+
+# How often the dispatcher re-reads the journeys-by-stage gauge: one GROUP BY on an indexed
+# column, far below the cost of the outbox polling, and fresh enough for a dashboard.
+STAGE_COUNT_INTERVAL_SECONDS = 30.0
 
 
 def setup_process(service_name: str, settings: Settings) -> None:
@@ -52,7 +69,54 @@ def setup_process(service_name: str, settings: Settings) -> None:
     """
     configure_logging(service_name, settings.log_level)
     setup_tracing(service_name)
+    setup_metrics(service_name)
     instrument_asyncpg()
+
+
+def notification_metrics(metrics: Metrics | None = None) -> MetricsHook:
+    """The dispatcher's metrics hook: ``notifications_sent`` and ``notifications_failed``.
+
+    Every failed attempt counts as failed (``retry`` and ``failed``); ``lease_lost`` counts
+    nothing, since the dispatcher that took the row over reports its outcome.
+    """
+    target = metrics or get_metrics()
+
+    def hook(outcome: Outcome, kind: str, channel: str) -> None:
+        if outcome == "sent":
+            target.record_notification_sent(channel, kind)
+        elif outcome in ("retry", "failed"):
+            target.record_notification_failed(channel, kind)
+
+    return hook
+
+
+async def refresh_journeys_by_stage(
+    pool: asyncpg.Pool,
+    stop: asyncio.Event,
+    *,
+    metrics: Metrics | None = None,
+    interval: float = STAGE_COUNT_INTERVAL_SECONDS,
+) -> None:
+    """Feed the ``journeys_by_stage`` gauge from the read model every ``interval`` until
+    ``stop`` is set.
+
+    The gauge's callback runs on the metric reader's thread and must not touch the database,
+    so the count is taken here, on the event loop, and handed over as a snapshot. Closed
+    journeys are left out (the gauge is of open ones). A failed count keeps the last snapshot.
+    """
+    target = metrics or get_metrics()
+    while not stop.is_set():
+        try:
+            # A metrics read, not product work: no root trace every ``interval``.
+            with suppress_instrumentation():
+                counts = await count_by_stage(pool)
+            target.update_journeys_by_stage(
+                {stage: n for stage, n in counts.items() if stage not in CLOSED_STAGES}
+            )
+        except Exception as error:  # an outage must not end the loop; the next round retries
+            logger.warning("journeys by stage not counted: %s", type(error).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 def stop_on_signals(stop: asyncio.Event) -> Callable[[], None]:
@@ -164,7 +228,9 @@ async def run_dispatcher(
 
     Each row is leased before it is sent and sent with a provider key, so a dispatcher killed
     between send and mark never sends twice (see ``activities.dispatcher``). Stopping lets the
-    current batch finish; the pool is closed last.
+    current batch finish; the pool is closed last. Outcomes feed the notification counters, and
+    the process also refreshes the ``journeys_by_stage`` gauge
+    (:func:`refresh_journeys_by_stage`).
 
     Args:
         settings: The process settings (channel: ``NOTIFICATION_CHANNEL``).
@@ -179,9 +245,21 @@ async def run_dispatcher(
         remove_handlers = stop_on_signals(stop)
     try:
         async with open_database(settings) as pool:
-            dispatcher = OutboxDispatcher(pool, build_channel(settings))
+            dispatcher = OutboxDispatcher(
+                pool, build_channel(settings), metrics=notification_metrics()
+            )
+            stages = asyncio.create_task(
+                refresh_journeys_by_stage(pool, stop), name="journeys-by-stage"
+            )
             logger.info("dispatcher running")
-            await dispatcher.run(stop)
+            try:
+                await dispatcher.run(stop)
+            finally:
+                # Also when run() was cancelled: the refresher must end before the pool closes
+                # (``stop`` may be shared with the worker, so it is not set here).
+                stages.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stages
             logger.info("dispatcher stopped")
     finally:
         remove_handlers()

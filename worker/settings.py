@@ -50,6 +50,13 @@ class Settings(BaseSettings):
         default=None, description="Payload encryption keys: 'id:base64key,id2:base64key'."
     )
     journey_codec_active_key: str | None = None
+    journey_codec_cors_origins: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"],
+        description=(
+            "Browser origins of the Temporal UI allowed to call the codec endpoint, JSON: "
+            '["https://temporal-ui.clinic.example"].'
+        ),
+    )
 
     journey_patient_link_secret: str = DEV_PATIENT_LINK_SECRET
     journey_patient_link_days: int = 120

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from typing import Any
 
 import pydantic
@@ -22,7 +23,9 @@ from fastapi.responses import JSONResponse
 from activities import repository
 from api import schemas
 from api.deps import ServiceDep, SettingsDep
+from api.service import JourneyNotFound, ServiceUnavailable
 from api.signatures import SignatureError, verify_signature
+from worker.telemetry import get_metrics
 
 router = APIRouter(prefix="/api/integrations", tags=["integrations"])
 
@@ -64,7 +67,44 @@ def _body_error(loc: tuple[str | int, ...], rule: str, message: str) -> RequestV
     },
 )
 async def session_completed(request: Request, service: ServiceDep, settings: SettingsDep) -> Any:
-    """Report a completed session (signed; idempotent on ``Idempotency-Key``)."""
+    """Report a completed session (signed; idempotent on ``Idempotency-Key``).
+
+    Its handling time is recorded in ``webhook_latency_seconds`` by integration and outcome.
+    """
+    started = time.perf_counter()
+    # Until the signature is verified the header is the caller's word: an unknown name is
+    # reported as "unknown" so nobody can mint metric series by sending made-up names.
+    claimed = request.headers.get("x-integration") or ""
+    labels = {
+        "integration": claimed if claimed in settings.journey_integration_secrets else "unknown",
+        "outcome": "error",
+    }
+    try:
+        response = await _session_completed(request, service, settings, labels)
+    except HTTPException as err:
+        labels["outcome"] = "bad_signature" if err.status_code == 401 else f"http_{err.status_code}"
+        raise
+    except RequestValidationError:
+        labels["outcome"] = "invalid"
+        raise
+    except JourneyNotFound:
+        labels["outcome"] = "not_found"
+        raise
+    except ServiceUnavailable:
+        labels["outcome"] = "unavailable"
+        raise
+    finally:
+        get_metrics().observe_webhook_latency(
+            time.perf_counter() - started, labels["integration"], labels["outcome"]
+        )
+    return response
+
+
+async def _session_completed(
+    request: Request, service: ServiceDep, settings: SettingsDep, labels: dict[str, str]
+) -> JSONResponse:
+    """The webhook's checks and effect; sets ``labels["integration"]`` once verified and
+    ``labels["outcome"]`` (``accepted``, ``duplicate``) on success."""
     raw = await request.body()
     try:
         integration = verify_signature(
@@ -80,6 +120,7 @@ async def session_completed(request: Request, service: ServiceDep, settings: Set
             status.HTTP_401_UNAUTHORIZED,
             detail=[{"rule": "bad_signature", "message": f"Refused: {err}."}],
         ) from None
+    labels["integration"] = integration
     key = (request.headers.get("idempotency-key") or "").strip()
     if not key or len(key) > MAX_KEY_LENGTH:
         raise _body_error(
@@ -102,6 +143,7 @@ async def session_completed(request: Request, service: ServiceDep, settings: Set
     stored = await service.db(
         repository.get_idempotent_response(service.pool, IDEMPOTENCY_SCOPE, key)
     )
+    duplicate = stored is not None
     if stored is None:
         await service.complete_session(
             fact.patient_id,
@@ -133,4 +175,5 @@ async def session_completed(request: Request, service: ServiceDep, settings: Set
             "idempotency_key_reused",
             "This Idempotency-Key was already used for a different request.",
         )
+    labels["outcome"] = "duplicate" if duplicate else "accepted"
     return JSONResponse(stored.response, status_code=stored.status_code)
