@@ -196,6 +196,10 @@ async def test_enrolment_is_one_trace_from_http_to_sql_without_phi(
     assert "$1" in str((sql.attributes or {}).get("db.statement"))
     assert (start.attributes or {}).get("temporalWorkflowID") == enrolled["workflow_id"]
 
+    # Server spans carry the route template, never the concrete path (tokens live in paths).
+    assert (server.attributes or {}).get("http.target") == "/api/journeys"
+    await http.get(f"/p/{link_token}")  # the patient's page: its token is in the path
+
     # No PHI in any span of the process (this trace and anything else recorded meanwhile).
     phi = [PATIENT["full_name"], *PATIENT["full_name"].split(), PATIENT["email"], link_token]
     phi += [PATIENT["phone"], PATIENT["phone"].replace(" ", "")]

@@ -265,6 +265,9 @@ class TemporalDevServer:
                 stderr=asyncio.subprocess.STDOUT,
                 # Its own session: a Ctrl-C in the terminal must not stop it before the worker.
                 start_new_session=True,
+                # The OTel variables are meant for our processes: the server reads them too and
+                # refuses to start with OTEL_TRACES_EXPORTER=console (or would trace itself).
+                env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
             )
         finally:
             log.close()

@@ -253,7 +253,11 @@ async def run_dispatcher(
             )
             logger.info("dispatcher running")
             try:
-                await dispatcher.run(stop)
+                # Every poll would be a root trace of its own (an UPDATE a second while idle),
+                # tied to no request: the dispatcher's SQL stays out of traces. Its outcomes
+                # are counted (notifications_sent/failed) and logged instead.
+                with suppress_instrumentation():
+                    await dispatcher.run(stop)
             finally:
                 # Also when run() was cancelled: the refresher must end before the pool closes
                 # (``stop`` may be shared with the worker, so it is not set here).

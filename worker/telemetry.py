@@ -242,13 +242,17 @@ def _route_template_hook(app: Any) -> Callable[[trace.Span, dict[str, Any]], Non
     def hook(span: trace.Span, scope: dict[str, Any]) -> None:
         if not span.is_recording():
             return
-        template = "unmatched"
-        for route in getattr(app, "routes", ()):
-            match, _ = route.matches(scope)
-            if match == Match.FULL:
-                template = getattr(route, "path", template)
-                break
         recorded: Mapping[str, Any] = getattr(span, "attributes", None) or {}
+        # The instrumentation's own route resolution first: FastAPI >= 0.165 keeps included
+        # routers as lazy ``_IncludedRouter`` entries without a ``path``, which the scan below
+        # cannot see into (every URL became "unmatched").
+        template = str(recorded.get("http.route") or "unmatched")
+        if template == "unmatched":
+            for route in getattr(app, "routes", ()):
+                match, _ = route.matches(scope)
+                if match == Match.FULL:
+                    template = getattr(route, "path", template)
+                    break
         for name in _URL_ATTRIBUTES_WITH_PATH:
             if name in recorded:
                 span.set_attribute(name, template)
