@@ -5,6 +5,7 @@
   them) yields ONE trace: the API's server span → ``StartWorkflow`` → ``RunWorkflow`` and
   ``StartActivity:record_step`` → ``RunActivity:record_step`` → the activity's SQL (asyncpg).
   No span attribute anywhere holds the patient's name, e-mail, phone or link token.
+* uvicorn's access log (routed through ``configure_logging``) loses link tokens and queries.
 * ``journey worker`` with ``OTEL_TRACES_EXPORTER=console`` prints its spans (with
   ``service.name=worker``) on standard output, as ``make run``-style processes do.
 """
@@ -12,7 +13,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -36,6 +39,7 @@ from activities.store import build_activities
 from api.main import create_app
 from tests.fixtures_temporal import new_worker
 from tests.test_api import FAST_PROTOCOL, make_settings, serve
+from worker.logging_setup import configure_logging
 from worker.telemetry import instrument_asyncpg, setup_tracing, temporal_interceptors
 
 JOURNEY = Path(sys.executable).with_name("journey")
@@ -257,3 +261,33 @@ def test_worker_process_prints_spans_with_the_console_exporter(
     # The log lines went to standard error as JSON, stamped with the service name.
     first_log = json.loads(stderr_file.read_text().splitlines()[0])
     assert first_log["service"] == "worker"
+
+
+# ---------------------------------------------------------------- access logs
+
+
+def test_access_log_paths_lose_patient_tokens_and_queries() -> None:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    buffer = io.StringIO()
+    configure_logging("api", "INFO", stream=buffer, json_lines=True)
+    try:
+        access = logging.getLogger("uvicorn.access")
+        # uvicorn's own call: (client, method, path with query, http version, status).
+        for path in (
+            "/p/SECRET-TOKEN",
+            "/p/SECRET-TOKEN/checkin?x=1",
+            "/api/journeys?token=SECRET",
+        ):
+            access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", path, "1.1", 200)
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+    messages = [json.loads(line)["message"] for line in buffer.getvalue().splitlines()]
+    assert messages == [
+        '127.0.0.1:5 - "GET /p/{token} HTTP/1.1" 200',
+        '127.0.0.1:5 - "GET /p/{token}/checkin HTTP/1.1" 200',
+        '127.0.0.1:5 - "GET /api/journeys HTTP/1.1" 200',
+    ]

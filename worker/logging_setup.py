@@ -6,13 +6,15 @@ span is active, and the journey's ids when known: from Temporal's ``workflow.log
 explicit ``extra={"journey_id": ...}``. Only the allow-listed id fields below are copied from a
 record's extras; anything else a caller passes in ``extra`` is dropped, so a careless
 ``extra={"patient": ...}`` cannot put PHI in the logs. The message text itself is the caller's
-responsibility (log ids, never names or contact details).
+responsibility (log ids, never names or contact details). uvicorn's access log goes through the
+same handler (``log_config=None``) with patient link tokens and query strings cut from its paths.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -146,6 +148,28 @@ class ReadableFormatter(logging.Formatter):
         return text
 
 
+# The patient's page carries its link token in the path (/p/<token>/...); query strings may
+# carry one too (?token=...). Both are credentials to a patient's journey.
+_PATIENT_PATH = re.compile(r"^/p/[^/?]+")
+ACCESS_LOGGER = "uvicorn.access"
+
+
+class AccessLogRedactor(logging.Filter):
+    """Rewrites uvicorn's access-log path: ``/p/<token>`` → ``/p/{token}``, query dropped.
+
+    uvicorn logs ``(client, method, path with query, http version, status)`` as the record's
+    args; the record is changed in place and never dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact the path argument when the record has uvicorn's access-log shape."""
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            path = _PATIENT_PATH.sub("/p/{token}", args[2].split("?", 1)[0])
+            record.args = (args[0], args[1], path, args[3], args[4])
+        return True
+
+
 def configure_logging(
     service_name: str,
     level: str = "INFO",
@@ -185,3 +209,6 @@ def configure_logging(
             existing.close()
     root.addHandler(handler)
     root.setLevel(numeric)
+    access = logging.getLogger(ACCESS_LOGGER)
+    if not any(isinstance(f, AccessLogRedactor) for f in access.filters):
+        access.addFilter(AccessLogRedactor())
