@@ -219,11 +219,22 @@ def _longest_activity_timeout() -> int:
     return int(found.group(1))
 
 
+def test_documented_timeouts_match_the_code() -> None:
+    from worker.registry import GRACEFUL_SHUTDOWN
+    from workflows.journey import ACTIVITY_TIMEOUT
+
+    assert _longest_activity_timeout() == ACTIVITY_TIMEOUT.total_seconds()
+    assert GRACEFUL_SHUTDOWN > ACTIVITY_TIMEOUT
+
+
 def test_worker_outlives_its_longest_activity_on_sigterm() -> None:
     worker = _k8s("Deployment", "journey-worker")
     longest = _longest_activity_timeout()
     grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > longest
+    from worker.registry import GRACEFUL_SHUTDOWN
+
+    assert grace > GRACEFUL_SHUTDOWN.total_seconds()
     compose_grace = yaml.safe_load(COMPOSE.read_text())["services"]["worker"]["stop_grace_period"]
     assert int(compose_grace.rstrip("s")) > longest
     assert worker["spec"]["replicas"] >= 2

@@ -260,7 +260,7 @@ async def test_worker_killed_mid_journey_loses_and_repeats_nothing(
         assert first.wait(timeout=10) == -signal.SIGKILL
         second = _spawn_worker(settings)
 
-        result = await asyncio.wait_for(handle.result(), 60)
+        result = await asyncio.wait_for(handle.result(), 120)
         assert result.stage == "completed"
     finally:
         stop.set()

@@ -43,7 +43,8 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     )
 
 
-# Longer than the longest activity (a database write: 30 s), so a deploy finishes in-flight work.
+# Longer than the longest activity (a database write: ACTIVITY_TIMEOUT), so a deploy finishes
+# in-flight work; Kubernetes' grace period is longer still (deploy/README.md).
 GRACEFUL_SHUTDOWN = timedelta(seconds=45)
 
 

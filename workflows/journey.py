@@ -60,9 +60,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.screening import ScreeningAnswers, ScreeningResult, screen
 
-# Activity plumbing, not clinical numbers: how long one database write may take and how retries
+# Activity plumbing, not clinical numbers: how long one database write may take (short, so a
+# crashed worker's write is retried elsewhere within seconds) and how retries
 # back off. Unlimited attempts: a database outage must delay the journey, never fail it.
-ACTIVITY_TIMEOUT = timedelta(seconds=30)
+ACTIVITY_TIMEOUT = timedelta(seconds=10)
 ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
