@@ -57,6 +57,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from activities.repository import (
     PatientCreate,
     create_patient,
+    create_staff_user,
     ensure_default_clinic,
     upsert_clinic,
 )
@@ -746,6 +747,7 @@ async def run_dev(
     tasks: dict[str, asyncio.Task[None]] = {}
     api: uvicorn.Server | None = None
     demo_pool: asyncpg.Pool | None = None
+    demo_token: str | None = None
     exit_code = 0
 
     def step(message: str, since: float) -> None:
@@ -840,6 +842,8 @@ async def run_dev(
                 )
             integration = DemoIntegration(client, pool, console)
             tasks["demo"] = asyncio.create_task(integration.run(stop), name="demo")
+            # A newcomer should be able to log in to the dashboard at once (development only).
+            _, demo_token = await create_staff_user(pool, "Demo admin", "admin")
 
         ui = f"http://{temporal.host}:{temporal.ui_port}"
         console.print()
@@ -858,6 +862,8 @@ async def run_dev(
             f"  Temporal      {temporal.address}  namespace {settings.temporal_namespace}"
         )
         console.print(f"  Data          {data_dir}  (logs: {log_file.name}, temporal.log)")
+        if demo_token is not None:
+            console.print(f"  Staff login   {demo_token}  (demo admin; more: journey staff add)")
         console.print()
         console.print(
             f"[bold green]journey dev is ready[/bold green] in {time.monotonic() - started_at:.1f} s. Press Ctrl-C to stop."
