@@ -18,6 +18,7 @@ Personal data goes to PostgreSQL only; Temporal sees the opaque patient id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Iterator
@@ -488,11 +489,17 @@ class JourneyService:
         )
 
     async def status(self, patient_id: str) -> JourneyStatus:
-        """The journey's live status (the workflow's ``status`` query).
+        """The journey's status: the workflow's ``status`` query while it runs; for a closed
+        journey the final status kept in the read model (a query to a closed workflow makes
+        a worker replay its whole history).
 
         Raises:
             JourneyNotFound: no such journey.
         """
+        with contextlib.suppress(ServiceUnavailable):  # PostgreSQL down: ask Temporal instead
+            row = await self.db(repository.get_journey(self.pool, patient_id))
+            if row is not None and row.stage in CLOSED_STAGES and row.status:
+                return JourneyStatus.model_validate(row.status)
         handle = await self._handle(patient_id)
         with self._temporal(patient_id):
             result: JourneyStatus = await self._rpc(

@@ -281,6 +281,11 @@ async def test_controls_and_refusals(stack: Stack) -> None:
     r = await stack.http.post(f"{base}/withdraw", json={"reason": "x"}, headers=stack.auth())
     assert r.status_code == 409
     assert r.json()["detail"][0]["rule"] == "journey_closed"
+    # A closed journey's status comes from the read model, not a replaying query.
+    r = await stack.http.get(base, headers=stack.auth())
+    assert r.status_code == 200
+    assert r.json()["status"]["stage"] == "withdrawn"
+    assert r.json()["status"]["closed_reason"] == "Moved"
 
     refused = [
         e

@@ -18,6 +18,9 @@ from workflows.ids import DEFAULT_TASK_QUEUE
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 DEV_PATIENT_LINK_SECRET = "dev-only-patient-link-secret-change-me"  # refused outside development
+# Lets `make run` accept signed webhooks from a local script (integration "dev"); refused in
+# production like the link secret.
+DEV_INTEGRATION_SECRET = "dev-only-integration-secret-change-me"
 
 
 class Settings(BaseSettings):
@@ -61,7 +64,7 @@ class Settings(BaseSettings):
     journey_patient_link_secret: str = DEV_PATIENT_LINK_SECRET
     journey_patient_link_days: int = 120
     journey_integration_secrets: dict[str, str] = Field(
-        default_factory=dict,
+        default_factory=lambda: {"dev": DEV_INTEGRATION_SECRET},
         description='HMAC secrets per integration, JSON: {"booking": "...", "emr": "..."}.',
     )
     journey_webhook_tolerance_seconds: int = 300
@@ -86,6 +89,10 @@ class Settings(BaseSettings):
         if self.journey_env == "production":
             if self.journey_patient_link_secret == DEV_PATIENT_LINK_SECRET:
                 raise ValueError("JOURNEY_PATIENT_LINK_SECRET must be set outside development")
+            if DEV_INTEGRATION_SECRET in self.journey_integration_secrets.values():
+                raise ValueError(
+                    "JOURNEY_INTEGRATION_SECRETS must not use the development secret in production"
+                )
             if not self.journey_codec_keys:
                 raise ValueError("JOURNEY_CODEC_KEYS must be set outside development")
         return self
