@@ -93,6 +93,22 @@ async def get_staff(request: Request, service: ServiceDep, settings: SettingsDep
 StaffDep = Annotated[StaffRow, Depends(get_staff)]
 
 
+async def get_codec_staff(request: Request, service: ServiceDep, settings: SettingsDep) -> StaffRow:
+    """Staff for the codec endpoint: the bearer token (Temporal CLI ``--codec-auth``), or the
+    dashboard's session cookie (the Temporal UI in the same browser, with credentials on).
+
+    Raises:
+        HTTPException: 401/403 as :func:`get_staff`.
+    """
+    if request.headers.get("authorization") is None:
+        from api.web.routes import session_staff  # the web pages import this module
+
+        staff = await session_staff(request)
+        if staff is not None:
+            return staff
+    return await get_staff(request, service, settings)
+
+
 def require_role(*roles: StaffRole) -> Callable[[StaffRow], Awaitable[StaffRow]]:
     """A dependency admitting staff with one of ``roles`` only (others: 403)."""
 

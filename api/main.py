@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.converter import PayloadCodec
 
 from api.codec_server import build_codec_router
-from api.deps import get_staff
+from api.deps import get_codec_staff
 from api.routes import health, integrations, journeys, me, plans
 from api.service import (
     InvalidRequest,
@@ -193,7 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(
         build_codec_router(
-            get_codec, get_staff, allowed_origins=settings.journey_codec_cors_origins
+            get_codec, get_codec_staff, allowed_origins=settings.journey_codec_cors_origins
         )
     )
     # One server span per request (probes excluded), URLs reduced to route templates: tokens in

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from fastapi.testclient import TestClient
 
 from activities.repository import StaffRow
-from api.deps import get_staff
+from api.deps import get_codec_staff
 from api.main import create_app
 from tests.test_api import make_settings
 from worker.codec import generate_key
@@ -29,7 +29,7 @@ def _client(**settings: object) -> TestClient:
             id=1, name="Ada", role="admin", created_at=datetime.now(UTC), disabled_at=None
         )
 
-    app.dependency_overrides[get_staff] = staff
+    app.dependency_overrides[get_codec_staff] = staff
     return TestClient(app)
 
 
@@ -63,3 +63,44 @@ def test_default_origins_are_the_local_temporal_ui() -> None:
         "http://127.0.0.1:8233",
         "http://localhost:8233",
     ]
+
+
+async def test_dashboard_login_opens_the_codec_for_the_temporal_ui(pg_dsn: str) -> None:
+    """The Temporal UI in the staff member's browser sends the dashboard session cookie."""
+    import re
+
+    import asyncpg
+
+    from activities.repository import create_staff_user
+    from tests.test_api import serve
+
+    pool = await asyncpg.connect(pg_dsn)
+    try:
+        _, token = await create_staff_user(pool, "Ada", "admin")  # type: ignore[arg-type]
+    finally:
+        await pool.close()
+    app = create_app(
+        make_settings(
+            database_url=pg_dsn,
+            temporal_address="127.0.0.1:9",  # no Temporal needed for the codec
+            journey_codec_keys=f"k1:{generate_key()}",
+        )
+    )
+    async with serve(app) as http:
+        assert (await http.post("/codec/encode", json={"payloads": [CLEAR]})).status_code == 401
+        form = (await http.get("/login")).text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert csrf is not None
+        r = await http.post(
+            "/login", data={"token": token, "csrf_token": csrf.group(1), "next": "/"}
+        )
+        assert r.status_code in (302, 303)
+        encoded = await http.post("/codec/encode", json={"payloads": [CLEAR]})
+        assert encoded.status_code == 200
+        decoded = await http.post("/codec/decode", json=encoded.json())
+        assert decoded.json()["payloads"] == [CLEAR]
+        # A bad bearer token is not rescued by the cookie.
+        bad = await http.post(
+            "/codec/decode", json=encoded.json(), headers={"Authorization": "Bearer nope"}
+        )
+        assert bad.status_code == 401

@@ -290,6 +290,9 @@ async def _session_staff(request: Request) -> StaffRow | None:
     return await repository.get_staff_by_token(_pool(request), token)
 
 
+session_staff = _session_staff  # the codec endpoint accepts the dashboard login too
+
+
 async def _page_staff(request: Request) -> StaffRow:
     """The logged-in staff user, or a redirect to the login page that comes back here."""
     staff = await _session_staff(request)
