@@ -80,6 +80,11 @@ class _JourneyClosed(Exception):
     """Unwinds the journey's main coroutine once it was withdrawn (never leaves the workflow)."""
 
 
+def _refuse_one(kind: str, rule: str, message: str) -> ApplicationError:
+    """A refusal for one broken rule."""
+    return _refuse(kind, [Reason(rule=rule, message=message)])
+
+
 def _refuse(kind: str, reasons: list[Reason]) -> ApplicationError:
     """The error an update validator raises: a type per request, every reason in the details."""
     message = "; ".join(r.message for r in reasons)
@@ -964,14 +969,21 @@ class PatientJourney:
 
     # ------------------------------------------------------------------ signals (facts)
 
+    async def _first_time(self, key: str) -> bool:
+        """The idempotency guard of every fact: False for a repeat. A fact that arrives before
+        the clinic is loaded waits for it."""
+        if key in self._seen_keys:
+            return False
+        self._seen_keys.add(key)
+        await workflow.wait_condition(lambda: self._cp is not None and self._clock is not None)
+        return True
+
     @workflow.signal(name="session_completed")
     async def record_session_completed(self, fact: SessionCompletedSignal) -> None:
         """A session happened. Idempotent on ``idempotency_key``; refused (recorded) when it
         names a session that is not the next one, or the journey is not expecting one."""
-        if fact.idempotency_key in self._seen_keys:
+        if not await self._first_time(fact.idempotency_key):
             return
-        self._seen_keys.add(fact.idempotency_key)
-        await workflow.wait_condition(lambda: self._cp is not None and self._clock is not None)
         reasons = self._completion_problems(fact)
         if reasons:
             await self._refuse_fact(
@@ -1060,10 +1072,8 @@ class PatientJourney:
     async def record_recovery_checkin(self, fact: RecoveryCheckinSignal) -> None:
         """A recovery check-in; a prolonged reaction flags a clinician and holds the next
         session (pauses) until staff resume. Idempotent on ``idempotency_key``."""
-        if fact.idempotency_key in self._seen_keys:
+        if not await self._first_time(fact.idempotency_key):
             return
-        self._seen_keys.add(fact.idempotency_key)
-        await workflow.wait_condition(lambda: self._cp is not None and self._clock is not None)
         known = {s.number: s for s in self._sessions}
         s = known.get(fact.session_number)
         if s is None or s.state != "done":
@@ -1110,10 +1120,8 @@ class PatientJourney:
     @workflow.signal(name="spf_attested")
     async def record_spf_attested(self, fact: SpfAttestedSignal) -> None:
         """The patient attests SPF-50 use. Idempotent on ``idempotency_key``."""
-        if fact.idempotency_key in self._seen_keys:
+        if not await self._first_time(fact.idempotency_key):
             return
-        self._seen_keys.add(fact.idempotency_key)
-        await workflow.wait_condition(lambda: self._cp is not None and self._clock is not None)
         if self._last_done() is None:
             await self._refuse_fact(
                 "spf_attested",
@@ -1140,10 +1148,8 @@ class PatientJourney:
     @workflow.signal(name="adverse_event")
     async def record_adverse_event(self, fact: AdverseEventSignal) -> None:
         """An adverse reaction: the journey pauses and a clinician is flagged."""
-        if fact.idempotency_key in self._seen_keys:
+        if not await self._first_time(fact.idempotency_key):
             return
-        self._seen_keys.add(fact.idempotency_key)
-        await workflow.wait_condition(lambda: self._cp is not None and self._clock is not None)
         if self._stage in CLOSED_STAGES:
             await self._refuse_fact(
                 "adverse_event",
@@ -1218,14 +1224,10 @@ class PatientJourney:
     @submit_screening.validator
     def _validate_screening(self, request: ScreeningRequest) -> None:
         if self._cp is None or self._stage not in ("screening", "deferred"):
-            raise _refuse(
+            raise _refuse_one(
                 "Screening",
-                [
-                    Reason(
-                        rule="not_screening",
-                        message=f"A screening is taken while the journey is in screening or deferred, not {self._stage.replace('_', ' ')}.",
-                    )
-                ],
+                "not_screening",
+                f"A screening is taken while the journey is in screening or deferred, not {self._stage.replace('_', ' ')}.",
             )
 
     @workflow.update(name="pre_session_check")
@@ -1373,14 +1375,10 @@ class PatientJourney:
             not in ("awaiting_season", "scheduled", "session_due", "recovery", "paused")
             or not self._sessions
         ):
-            raise _refuse(
+            raise _refuse_one(
                 "Reschedule",
-                [
-                    Reason(
-                        rule="nothing_to_reschedule",
-                        message=f"There is no session to move while the journey is {self._stage.replace('_', ' ')}.",
-                    )
-                ],
+                "nothing_to_reschedule",
+                f"There is no session to move while the journey is {self._stage.replace('_', ' ')}.",
             )
         check = self._check_reschedule(request)
         if not check.accepted:
@@ -1402,14 +1400,8 @@ class PatientJourney:
     @pause.validator
     def _validate_pause(self, request: PauseRequest) -> None:
         if self._stage == "paused" or self._stage in CLOSED_STAGES:
-            raise _refuse(
-                "Pause",
-                [
-                    Reason(
-                        rule="cannot_pause",
-                        message=f"The journey is {self._stage} and cannot be paused.",
-                    )
-                ],
+            raise _refuse_one(
+                "Pause", "cannot_pause", f"The journey is {self._stage} and cannot be paused."
             )
 
     @workflow.update(name="resume")
@@ -1437,14 +1429,10 @@ class PatientJourney:
     @resume.validator
     def _validate_resume(self, request: ResumeRequest) -> None:
         if self._stage != "paused":
-            raise _refuse(
+            raise _refuse_one(
                 "Resume",
-                [
-                    Reason(
-                        rule="not_paused",
-                        message=f"The journey is {self._stage.replace('_', ' ')}, not paused.",
-                    )
-                ],
+                "not_paused",
+                f"The journey is {self._stage.replace('_', ' ')}, not paused.",
             )
 
     @workflow.update(name="withdraw")
