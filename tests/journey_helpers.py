@@ -13,6 +13,7 @@ from typing import Any
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from workflows.journey import PatientJourney
@@ -36,7 +37,15 @@ async def eventually(
     """Poll the status (no time skipping) until ``check`` holds."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        st = await status(handle)
+        try:
+            st = await status(handle)
+        except RPCError:
+            # A query right after continue-as-new can time out while the new run's first
+            # workflow task is still queued on a loaded machine: ask again.
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+            continue
         if check(st):
             return st
         if asyncio.get_running_loop().time() > deadline:
