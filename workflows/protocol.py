@@ -348,6 +348,8 @@ class ClinicSettings(BaseModel):
             Normalised to the run's order, e.g. ``[1, 2, 12]`` → ``(12, 1, 2)``.
         open_weekdays: Days sessions can be booked (Monday=0 … Sunday=6); sorted, de-duplicated.
         session_start: Local start time of the default appointment.
+        sandbox: A training or demonstration clinic: only such a clinic (or a development
+            deployment) may run journeys on the simulation clock (``time_scale`` other than 1).
     """
 
     model_config = _FROZEN
@@ -359,6 +361,7 @@ class ClinicSettings(BaseModel):
     summer_months: tuple[int, ...] | None = None
     open_weekdays: tuple[int, ...] = (0, 1, 2, 3, 4)
     session_start: time = time(9, 0)
+    sandbox: bool = False
 
     @field_validator("timezone")
     @classmethod
