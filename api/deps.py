@@ -6,27 +6,89 @@
 * ``PatientDep``: the patient link token (``Authorization: Bearer <token>`` or ``?token=``) →
   the patient id. Missing, bad or expired → 401; a ``patient_id`` query naming another
   journey → 403.
+* Bounded parameters (``workflows/bounds.py``): ``PatientIdPath``, ``IdempotencyKeyHeader``,
+  ``QueryText(n)``, ``QueryDateTime``; a value outside its bounds is a 422 naming it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import Depends, Header, HTTPException, Path, Query, Request, status
+from pydantic import AfterValidator
 
 from activities.repository import StaffRole, StaffRow
+from api import schemas
 from api.service import JourneyService
 from api.tokens import InvalidPatientToken, PatientTokenExpired, verify_patient_token
 from worker.settings import Settings
+from workflows.bounds import check_datetime, check_text
+from workflows.ids import PATIENT_ID_PATTERN
 
 __all__ = [
+    "ERROR_RESPONSES",
+    "IdempotencyKeyHeader",
     "PatientDep",
+    "PatientIdPath",
+    "QueryDateTime",
+    "QueryText",
     "ServiceDep",
     "SettingsDep",
     "StaffDep",
     "require_role",
 ]
+
+# Answers any operation can give (the body-size middleware and validation), documented on
+# every route so clients and the fuzz suite know them.
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    413: {"model": schemas.ErrorBody, "description": "The request body is too large."},
+    422: {"model": schemas.ErrorBody, "description": "A field breaks a rule."},
+}
+
+
+def _optional_text(value: str | None) -> str | None:
+    return None if value is None else check_text(value)
+
+
+def _optional_datetime(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # documented: a time without an offset is UTC
+        value = value.replace(tzinfo=UTC)
+    return check_datetime(value)
+
+
+# Not a 422: an id that cannot exist is "no such journey" (404), answered by the service
+# before any query (a NUL in it would otherwise reach PostgreSQL).
+PatientIdPath = Annotated[
+    str,
+    Path(description=f"The patient's opaque id (``p_…``, {PATIENT_ID_PATTERN}); others: 404."),
+]
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=200),
+    AfterValidator(_optional_text),
+]
+QueryDateTime = Annotated[
+    datetime | None,
+    Query(description="ISO 8601; without an offset it is UTC. Dates 1900-01-01..2100-12-31."),
+    AfterValidator(_optional_datetime),
+]
+
+
+def QueryText(max_length: int, description: str | None = None) -> Any:
+    """An optional query text of at most ``max_length`` characters, no control character."""
+    return Annotated[
+        str | None,
+        Query(
+            max_length=max_length,
+            description=description,
+            pattern=r"^[^\x00-\x1f\x7f-\x9f]*$",
+        ),
+        AfterValidator(_optional_text),
+    ]
 
 
 def get_settings_dep(request: Request) -> Settings:

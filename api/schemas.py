@@ -9,10 +9,20 @@ number matching the filters, not the page size.
 from __future__ import annotations
 
 from datetime import date, datetime, time
-from typing import Any, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from workflows.bounds import (
+    ClinicDate,
+    ClinicDateTime,
+    bounded_list,
+    bounded_tuple,
+    check_text,
+    safe_multiline_text,
+    safe_text,
+)
+from workflows.ids import PATIENT_ID_PATTERN
 from workflows.messages import Reaction, Severity, Stage
 from workflows.protocol import DateRange
 from workflows.screening import ScreeningAnswers
@@ -45,15 +55,38 @@ __all__ = [
     "RescheduleOut",
     "ReviewBody",
     "ReviewOut",
+    "ScreeningAnswersIn",
     "ScreeningBody",
     "ScreeningOut",
     "SessionCompletedIn",
     "SessionCompletedOut",
     "SessionOut",
     "TimelineEvent",
+    "TripIn",
 ]
 
 PoreGrade = Literal["small", "moderate", "large"]
+
+# The bounds of this API (docs/security.md): the shared types of workflows/bounds.py plus the
+# numbers below. A value outside them is a 422 naming the field.
+MAX_TRIPS: Final = 50
+MAX_TRIP_DAYS: Final = 366  # a trip longer than a year is a typo (a 10-year trip stalls planning)
+MAX_SESSION_NUMBER: Final = 50
+MAX_FURTHER_SESSIONS: Final = (
+    100  # a sanity bound; the protocol's limit answers 409 with its reason
+)
+MAX_DRUGS: Final = 20
+MAX_DRUG_NAME: Final = 100
+MAX_NOTE: Final = 1000
+
+ClinicId = safe_text(64, min_length=1)
+PatientId = Annotated[str, Field(min_length=1, max_length=64, pattern=PATIENT_ID_PATTERN)]
+SessionNumber = Annotated[int, Field(ge=1, le=MAX_SESSION_NUMBER)]
+EmailText = Annotated[
+    str,
+    Field(max_length=320, pattern=r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+$"),
+    AfterValidator(check_text),
+]
 
 
 class _In(BaseModel):
@@ -98,28 +131,87 @@ class ReasonOut(_Out):
 class PatientIn(_In):
     """The patient's personal data (stored in PostgreSQL only, never in Temporal)."""
 
-    full_name: str = Field(min_length=1, max_length=200)
-    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    full_name: safe_text(200, min_length=1)  # type: ignore[valid-type]
+    email: EmailText | None = None
     phone: str | None = Field(default=None, max_length=32, pattern=r"^\+?[0-9 ()-]{5,32}$")
     preferred_channel: Literal["email", "sms"] = "email"
 
 
+class TripIn(DateRange):
+    """A planned trip with sun exposure: both ends inclusive, inside the date window, at most
+    ``MAX_TRIP_DAYS`` days long (``end`` before ``start`` is refused too)."""
+
+    start: ClinicDate
+    end: ClinicDate
+
+    @model_validator(mode="after")
+    def _not_absurdly_long(self) -> TripIn:
+        days = (self.end - self.start).days + 1
+        if days > MAX_TRIP_DAYS:
+            raise ValueError(
+                f"a trip of {days} days is longer than {MAX_TRIP_DAYS} days; check the dates"
+            )
+        return self
+
+    def to_range(self) -> DateRange:
+        """The workflow's type (the API's subclass never reaches Temporal)."""
+        return DateRange(start=self.start, end=self.end)
+
+
+class ScreeningAnswersIn(ScreeningAnswers):
+    """Screening answers as the API accepts them: the workflow's fields, bounded.
+
+    Dates inside the date window, at most ``MAX_DRUGS`` drug names of ``MAX_DRUG_NAME``
+    characters, free text of at most ``MAX_NOTE`` characters, no control characters. Setting
+    ``clinician_override_reason`` or ``drug_washout_until`` needs the clinician role (403).
+    """
+
+    pregnancy_recheck_on: ClinicDate | None = None
+    isotretinoin_last_dose_on: ClinicDate | None = None
+    photosensitising_drugs: bounded_tuple(  # type: ignore[valid-type]
+        safe_text(MAX_DRUG_NAME, min_length=1), MAX_DRUGS
+    ) = ()
+    drug_washout_until: ClinicDate | None = None
+    other_condition: safe_multiline_text(MAX_NOTE) | None = None  # type: ignore[valid-type]
+    clinician_override_reason: safe_multiline_text(MAX_NOTE) | None = None  # type: ignore[valid-type]
+
+    def to_answers(self) -> ScreeningAnswers:
+        """The workflow's type (the API's subclass never reaches Temporal)."""
+        return ScreeningAnswers.model_validate(self.model_dump())
+
+    @property
+    def needs_clinician(self) -> list[str]:
+        """The fields only a clinician may set (empty when none is set)."""
+        return [
+            name
+            for name in ("clinician_override_reason", "drug_washout_until")
+            if getattr(self, name) is not None
+        ]
+
+
 class EnrolRequest(_In):
-    """Enrol a patient: personal data, clinic, grade, numbing cream, screening and trips."""
+    """Enrol a patient: personal data, clinic, grade, numbing cream, screening and trips.
+
+    ``time_scale`` other than 1 is refused (422) outside development unless the clinic is a
+    sandbox (``ClinicSettings.sandbox``).
+    """
 
     patient: PatientIn
-    clinic_id: str = Field(default="default", min_length=1, max_length=64)
+    clinic_id: ClinicId = "default"  # type: ignore[valid-type]
     pore_grade: PoreGrade
     numbing_cream: bool = False
-    screening: ScreeningAnswers = ScreeningAnswers()
-    trips: list[DateRange] = Field(default_factory=list, max_length=50)
+    screening: ScreeningAnswersIn = ScreeningAnswersIn()
+    trips: bounded_list(TripIn, MAX_TRIPS) = Field(default_factory=list)  # type: ignore[valid-type]
     time_scale: float = Field(
         default=1.0,
         ge=1.0,
         le=10_000_000.0,
-        description="Simulation clock for training sandboxes and demos; 1 in production.",
+        description=(
+            "Simulation clock for training sandboxes and demos; 1 in production "
+            "(other values only in development or a sandbox clinic)."
+        ),
     )
-    earliest_start: date | None = None
+    earliest_start: ClinicDate | None = None
 
 
 class EnrolResponse(_Out):
@@ -206,7 +298,7 @@ class JourneyDetail(BaseModel):
 class ReasonBody(_In):
     """Why staff pause, resume or withdraw (kept in the timeline)."""
 
-    reason: str = Field(min_length=1, max_length=500)
+    reason: safe_multiline_text(500, min_length=1)  # type: ignore[valid-type]
 
 
 class ControlOut(_Out):
@@ -220,8 +312,8 @@ class ReviewBody(_In):
     """The 3-month review outcome (clinicians and admins only)."""
 
     outcome: Literal["complete", "further_course"]
-    further_sessions: int | None = Field(default=None, ge=1)
-    note_ref: str | None = Field(default=None, max_length=200)
+    further_sessions: int | None = Field(default=None, ge=1, le=MAX_FURTHER_SESSIONS)
+    note_ref: safe_text(200) | None = None  # type: ignore[valid-type]
 
 
 class ReviewOut(_Out):
@@ -235,7 +327,7 @@ class ReviewOut(_Out):
 class ScreeningBody(_In):
     """Re-screen answers."""
 
-    answers: ScreeningAnswers
+    answers: ScreeningAnswersIn
 
 
 class ScreeningOut(_Out):
@@ -250,8 +342,8 @@ class ScreeningOut(_Out):
 class PreSessionCheckBody(_In):
     """The answers on the day of a session."""
 
-    session_number: int = Field(ge=1)
-    answers: ScreeningAnswers
+    session_number: SessionNumber
+    answers: ScreeningAnswersIn
 
 
 class PreSessionCheckOut(_Out):
@@ -266,8 +358,8 @@ class PreSessionCheckOut(_Out):
 class RescheduleBody(_In):
     """Move a session to a date (and optionally a local time)."""
 
-    session_number: int = Field(ge=1)
-    new_date: date
+    session_number: SessionNumber
+    new_date: ClinicDate
     new_time: time | None = None
 
 
@@ -285,10 +377,10 @@ class RescheduleOut(_Out):
 class SessionCompletedIn(_In):
     """A session happened (from the booking system, EMR or laser device)."""
 
-    patient_id: str = Field(min_length=1, max_length=64)
-    session_number: int = Field(ge=1)
-    completed_at: AwareDatetime
-    source: str | None = Field(default=None, min_length=1, max_length=64)
+    patient_id: PatientId
+    session_number: SessionNumber
+    completed_at: ClinicDateTime
+    source: safe_text(64, min_length=1) | None = None  # type: ignore[valid-type]
 
 
 class SessionCompletedOut(_Out):
@@ -331,25 +423,25 @@ class MyJourney(BaseModel):
 class MyReschedule(_In):
     """Ask to move a session."""
 
-    session_number: int = Field(ge=1)
-    new_date: date
+    session_number: SessionNumber
+    new_date: ClinicDate
     new_time: time | None = None
 
 
 class MySpfAttestation(_In):
     """I used SPF 50 on this date."""
 
-    on: date
+    on: ClinicDate
 
 
 class MyReaction(_In):
     """How my skin is after a session; ``severity`` reports an adverse event instead."""
 
-    session_number: int = Field(ge=1)
+    session_number: SessionNumber
     day: int = Field(ge=0, le=60)
     reaction: Reaction = "expected"
     severity: Severity | None = None
-    note: str | None = Field(default=None, max_length=500)
+    note: safe_multiline_text(500) | None = None  # type: ignore[valid-type]
 
 
 class Accepted(BaseModel):
@@ -365,12 +457,12 @@ class Accepted(BaseModel):
 class PlanPreviewRequest(_In):
     """A prospective patient: the planner's answer without enrolling anyone."""
 
-    clinic_id: str = Field(default="default", min_length=1, max_length=64)
+    clinic_id: ClinicId = "default"  # type: ignore[valid-type]
     pore_grade: PoreGrade
-    earliest: date | None = None
-    trips: list[DateRange] = Field(default_factory=list, max_length=50)
+    earliest: ClinicDate | None = None
+    trips: bounded_list(TripIn, MAX_TRIPS) = Field(default_factory=list)  # type: ignore[valid-type]
     conservative: bool = False
-    screening: ScreeningAnswers | None = None
+    screening: ScreeningAnswersIn | None = None
 
 
 class PlanPreviewOut(BaseModel):

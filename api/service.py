@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Iterator
@@ -52,6 +54,7 @@ from activities.repository import (
     PatientRow,
     StaffRole,
     StaffRow,
+    new_patient_id,
 )
 from api import schemas
 from api.tokens import patient_link
@@ -93,6 +96,7 @@ __all__ = [
     "InvalidRequest",
     "JourneyNotFound",
     "JourneyService",
+    "NotPermitted",
     "RequestRefused",
     "ServiceError",
     "ServiceUnavailable",
@@ -111,6 +115,12 @@ UPDATE_RPC_TIMEOUT = timedelta(seconds=15)
 CONNECT_TIMEOUT_SECONDS = 5.0
 DB_TIMEOUT_SECONDS = 10.0
 RETRY_AFTER_SECONDS = 5
+# Rules that need today (docs/security.md): an earliest start, a washout or a re-check date
+# further ahead than this is a typo, not a plan; a last dose cannot be in the future.
+MAX_LEAD_DAYS = 2 * 366
+# An enrolment whose Idempotency-Key is reserved but not answered yet (started, or crashed
+# half-way: the retry finishes it with the same patient id).
+PENDING = 0
 
 _UNAVAILABLE_STATUSES = frozenset(
     {
@@ -153,6 +163,12 @@ class InvalidRequest(ServiceError):
         super().__init__(message)
         self.field = field
         self.rule = rule
+
+
+class NotPermitted(InvalidRequest):
+    """The caller's role may not set this field (HTTP 403), e.g. a clinician-only answer."""
+
+    status_code = 403
 
 
 class JourneyNotFound(ServiceError):
@@ -305,6 +321,18 @@ class JourneyService:
         client = await self._clients.get()
         return client.get_workflow_handle_for(PatientJourney.run, wf_id)
 
+    @staticmethod
+    def _known_id(patient_id: str) -> None:
+        """Refuse an id no journey can have before it reaches SQL or Temporal.
+
+        Raises:
+            JourneyNotFound: ``patient_id`` does not match ``PATIENT_ID_PATTERN``.
+        """
+        try:
+            workflow_id(patient_id)
+        except ValueError:
+            raise JourneyNotFound(patient_id) from None
+
     async def db(self, call: Awaitable[T]) -> T:
         """Await a read-model call with a deadline; a database outage becomes a 503."""
         try:
@@ -437,56 +465,259 @@ class JourneyService:
             raise InvalidRequest("body.clinic_id", "unknown_clinic", f"No clinic {clinic_id!r}.")
         return found
 
-    async def enrol(self, request: schemas.EnrolRequest) -> schemas.EnrolResponse:
-        """Store the patient, then start their journey (PHI never reaches Temporal).
-
-        The patient record is written first so the journey's first step can find it; the
-        journey is started with ``USE_EXISTING``, so a retried start returns the running one.
+    def check_answers(
+        self,
+        answers: schemas.ScreeningAnswersIn,
+        today: date,
+        *,
+        role: StaffRole | None,
+        field: str,
+    ) -> None:
+        """Refuse answers a journey cannot use or the caller may not give.
 
         Raises:
-            InvalidRequest: unknown clinic, or no contact for the preferred channel.
-            ServiceUnavailable: the patient may be stored, the journey not started; retry.
+            NotPermitted: ``clinician_override_reason`` or ``drug_washout_until`` set by
+                someone without the clinician role (``role`` None means an operator at the
+                CLI, who may).
+            InvalidRequest: a last isotretinoin dose in the future, or a washout or re-check
+                date more than ``MAX_LEAD_DAYS`` ahead.
         """
-        await self.clinic(request.clinic_id)
+        if role is not None and role != "clinician":
+            for name in answers.needs_clinician:
+                raise NotPermitted(
+                    f"{field}.{name}",
+                    "clinician_required",
+                    f"Only a clinician may set {name.replace('_', ' ')}; you are {role}.",
+                )
+        last_dose = answers.isotretinoin_last_dose_on
+        if last_dose is not None and last_dose > today:
+            raise InvalidRequest(
+                f"{field}.isotretinoin_last_dose_on",
+                "date_in_future",
+                "The last isotretinoin dose cannot be in the future; leave it empty while "
+                "the patient still takes it.",
+            )
+        for name in ("drug_washout_until", "pregnancy_recheck_on"):
+            value = getattr(answers, name)
+            if value is not None and (value - today).days > MAX_LEAD_DAYS:
+                raise InvalidRequest(
+                    f"{field}.{name}",
+                    "too_far_ahead",
+                    f"{name.replace('_', ' ')} is more than {MAX_LEAD_DAYS} days ahead.",
+                )
+
+    def _check_enrolment(
+        self, request: schemas.EnrolRequest, cp: ClinicProtocol, role: StaffRole | None
+    ) -> None:
+        today = clinic_today(datetime.now(UTC), cp.clinic.timezone)
+        if (
+            request.time_scale != 1
+            and self.settings.journey_env != "development"
+            and not cp.clinic.sandbox
+        ):
+            raise InvalidRequest(
+                "body.time_scale",
+                "simulation_clock_not_allowed",
+                "The simulation clock (time_scale other than 1) runs only in development or "
+                "in a sandbox clinic.",
+            )
+        if (
+            request.earliest_start is not None
+            and (request.earliest_start - today).days > MAX_LEAD_DAYS
+        ):
+            raise InvalidRequest(
+                "body.earliest_start",
+                "too_far_ahead",
+                f"The earliest start is more than {MAX_LEAD_DAYS} days ahead.",
+            )
+        self.check_answers(request.screening, today, role=role, field="body.screening")
+
+    async def enrol(
+        self,
+        request: schemas.EnrolRequest,
+        *,
+        caller: str = "cli",
+        idempotency_key: str | None = None,
+        staff: StaffRow | None = None,
+    ) -> schemas.EnrolResponse:
+        """Store the patient, then start their journey (PHI never reaches Temporal).
+
+        Guarantees:
+            * No patient row without its journey: if the start fails, the row is deleted
+              again and ``enrolment_failed`` is appended to that journey id's timeline (no
+              personal data in it). If Temporal did start it (a lost answer), the row stays.
+            * With ``idempotency_key`` (scoped per ``caller``: ``staff:<id>``, ``cli``) a
+              retry returns the same patient and journey, with a fresh patient link; the
+              key is reserved with the patient id before anything is written, so a retry
+              after a crash half-way finishes the same enrolment. The same key with a
+              different request is refused (``idempotency_key_reused``).
+
+        Raises:
+            InvalidRequest: unknown clinic, no contact for the preferred channel, the
+                simulation clock outside development or a sandbox clinic, an earliest start
+                more than ``MAX_LEAD_DAYS`` ahead, impossible screening dates, a reused key.
+            NotPermitted: clinician-only answers from another role.
+            ServiceUnavailable: nothing was kept (or the key's enrolment is pending); retry.
+        """
+        cp = await self.clinic(request.clinic_id)
+        self._check_enrolment(request, cp, staff.role if staff else None)
         try:
             create = PatientCreate(**request.patient.model_dump(), clinic_id=request.clinic_id)
         except pydantic.ValidationError as err:
             first = err.errors()[0]
             raise InvalidRequest("body.patient", "contact_for_channel", first["msg"]) from None
-        patient: PatientRow = await self.db(repository.create_patient(self.pool, create))
+        scope = f"enrol:{caller}"
+        patient_id = new_patient_id()
+        if idempotency_key is not None:
+            request_hash = hashlib.sha256(
+                json.dumps(request.model_dump(mode="json"), sort_keys=True).encode()
+            ).hexdigest()
+            stored = await self.db(
+                repository.save_idempotent_response(
+                    self.pool,
+                    scope,
+                    idempotency_key,
+                    request_hash,
+                    PENDING,
+                    {"patient_id": patient_id},
+                )
+            )
+            if stored.request_hash != request_hash:
+                raise InvalidRequest(
+                    "header.Idempotency-Key",
+                    "idempotency_key_reused",
+                    "This Idempotency-Key was already used for a different enrolment.",
+                )
+            if stored.status_code != PENDING:
+                return self._enrol_response(stored.response)
+            patient_id = str(stored.response["patient_id"])
+        await self.db(_insert_patient(self.pool, patient_id, create))
         start = JourneyStartRequest(
-            patient_id=patient.patient_id,
+            patient_id=patient_id,
             clinic_id=request.clinic_id,
             pore_grade=request.pore_grade,
             numbing_cream=request.numbing_cream,
-            screening=request.screening,
-            trips=request.trips,
+            screening=request.screening.to_answers(),
+            trips=[t.to_range() for t in request.trips],
             time_scale=request.time_scale,
             earliest_start=request.earliest_start,
         )
-        client = await self._clients.get()
-        with self._temporal(patient.patient_id):
-            handle = await self._rpc(
-                client.start_workflow(
-                    PatientJourney.run,
-                    start,
-                    id=workflow_id(patient.patient_id),
-                    task_queue=self.settings.temporal_task_queue,
-                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                    rpc_timeout=self.rpc_timeout,
-                ),
-                self.rpc_timeout,
+        try:
+            client = await self._clients.get()
+            with self._temporal(patient_id):
+                handle = await self._rpc(
+                    client.start_workflow(
+                        PatientJourney.run,
+                        start,
+                        id=workflow_id(patient_id),
+                        task_queue=self.settings.temporal_task_queue,
+                        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                        rpc_timeout=self.rpc_timeout,
+                    ),
+                    self.rpc_timeout,
+                )
+        except BaseException as err:
+            # Shielded: a client that hangs up must not leave the personal data behind.
+            await asyncio.shield(self._undo_patient(patient_id, err))
+            raise
+        logger.info("journey started for %s", patient_id)
+        answer = {
+            "patient_id": patient_id,
+            "workflow_id": handle.id,
+            "run_id": handle.result_run_id,
+            "clinic_id": request.clinic_id,
+        }
+        if idempotency_key is not None:
+            await self.db(
+                self.pool.execute(
+                    "UPDATE idempotency_keys SET status_code = 201, response = $3 "
+                    "WHERE scope = $1 AND key = $2",
+                    scope,
+                    idempotency_key,
+                    answer,
+                )
             )
-        logger.info("journey started for %s", patient.patient_id)
+        if staff is not None and request.screening.needs_clinician:
+            await self.record_clinician(patient_id, staff, request.screening.needs_clinician)
+        return self._enrol_response(answer)
+
+    def _enrol_response(self, answer: dict[str, Any]) -> schemas.EnrolResponse:
+        """The answer of an enrolment; the link is minted afresh (never stored)."""
         return schemas.EnrolResponse(
-            patient_id=patient.patient_id,
-            workflow_id=handle.id,
-            run_id=handle.result_run_id,
-            clinic_id=request.clinic_id,
+            patient_id=answer["patient_id"],
+            workflow_id=answer["workflow_id"],
+            run_id=answer["run_id"],
+            clinic_id=answer["clinic_id"],
             stage="screening",
-            patient_link=patient_link(self.settings, patient.patient_id),
+            patient_link=patient_link(self.settings, answer["patient_id"]),
             link_valid_days=self.settings.journey_patient_link_days,
         )
+
+    async def _undo_patient(self, patient_id: str, err: BaseException) -> None:
+        """After a failed start: delete the patient row unless the journey exists after all
+        (Temporal started it but the answer was lost), and record why in the timeline."""
+        started: bool | None = None
+        with contextlib.suppress(Exception):
+            client = await asyncio.wait_for(self._clients.get(), CONNECT_TIMEOUT_SECONDS)
+            handle = client.get_workflow_handle(workflow_id(patient_id))
+            try:
+                await asyncio.wait_for(handle.describe(rpc_timeout=self.rpc_timeout), 5)
+                started = True
+            except RPCError as rpc:
+                if rpc.status == RPCStatusCode.NOT_FOUND:
+                    started = False
+        if started:
+            logger.warning("journey start for %s answered late; it runs", patient_id)
+            return
+        why = err.message if isinstance(err, ServiceError) else type(err).__name__
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "DELETE FROM patients p WHERE p.patient_id = $1 "
+                    "AND NOT EXISTS (SELECT 1 FROM journeys j WHERE j.patient_id = $1)",
+                    patient_id,
+                )
+                await conn.execute(
+                    """
+                    INSERT INTO journey_events
+                        (workflow_id, event_key, step, kind, actor, occurred_at, summary, data)
+                    VALUES ($1, $2, 0, 'enrolment_failed', 'system', now(), $3, $4)
+                    ON CONFLICT (workflow_id, event_key) DO NOTHING
+                    """,
+                    workflow_id(patient_id),
+                    f"enrolment_failed:{uuid.uuid4()}",
+                    "Enrolment failed before the journey started; the patient's personal data "
+                    f"was removed ({why}).",
+                    {"reason": why, "journey_started": started},
+                )
+        except (asyncpg.PostgresError, *_DB_DOWN_ERRORS) as db_err:
+            logger.error(
+                "could not remove the patient row of a failed enrolment %s: %s",
+                patient_id,
+                type(db_err).__name__,
+            )
+
+    async def record_clinician(self, patient_id: str, staff: StaffRow, fields: list[str]) -> None:
+        """Name the clinician who set clinician-only answers in the journey's timeline (the
+        workflow's messages carry the role only). Best effort: the change was made."""
+        names = ", ".join(f.replace("_", " ") for f in fields)
+        try:
+            await self.db(
+                self.pool.execute(
+                    """
+                    INSERT INTO journey_events
+                        (workflow_id, event_key, step, kind, actor, occurred_at, summary, data)
+                    VALUES ($1, $2, 0, 'clinician_authorised', 'clinician', now(), $3, $4)
+                    ON CONFLICT (workflow_id, event_key) DO NOTHING
+                    """,
+                    workflow_id(patient_id),
+                    f"clinician:{uuid.uuid4()}",
+                    f"{staff.name} (staff #{staff.id}, clinician) set {names}.",
+                    {"staff_id": staff.id, "staff_name": staff.name, "fields": fields},
+                )
+            )
+        except (ServiceUnavailable, asyncpg.PostgresError) as err:
+            logger.warning("could not name the clinician for %s: %s", patient_id, err)
 
     async def status(self, patient_id: str) -> JourneyStatus:
         """The journey's status: the workflow's ``status`` query while it runs; for a closed
@@ -496,6 +727,7 @@ class JourneyService:
         Raises:
             JourneyNotFound: no such journey.
         """
+        self._known_id(patient_id)
         with contextlib.suppress(ServiceUnavailable):  # PostgreSQL down: ask Temporal instead
             row = await self.db(repository.get_journey(self.pool, patient_id))
             if row is not None and row.stage in CLOSED_STAGES and row.status:
@@ -510,10 +742,12 @@ class JourneyService:
 
     async def timeline(self, patient_id: str, limit: int = 500) -> list[EventRow]:
         """The journey's timeline from PostgreSQL (including refused requests)."""
+        self._known_id(patient_id)
         return await self.db(repository.get_timeline(self.pool, workflow_id(patient_id), limit))
 
     async def patient(self, patient_id: str) -> PatientRow | None:
         """The patient's record (personal data: staff and the patient only)."""
+        self._known_id(patient_id)
         return await self.db(repository.get_patient(self.pool, patient_id))
 
     async def list(
@@ -821,3 +1055,26 @@ class JourneyService:
 def actor_for(staff: StaffRow) -> Actor:
     """The actor recorded for a staff user's requests (``clinician`` or ``staff``)."""
     return _actor_for_role(staff.role)
+
+
+async def _insert_patient(pool: asyncpg.Pool, patient_id: str, patient: PatientCreate) -> None:
+    """Store the patient under ``patient_id``; a repeat (an idempotent retry) is a no-op."""
+    try:
+        await pool.execute(
+            """
+            INSERT INTO patients (patient_id, full_name, email, phone, preferred_channel,
+                                  clinic_id)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (patient_id) DO NOTHING
+            """,
+            patient_id,
+            patient.full_name,
+            patient.email,
+            patient.phone,
+            patient.preferred_channel,
+            patient.clinic_id,
+        )
+    except asyncpg.ForeignKeyViolationError:
+        raise InvalidRequest(
+            "body.clinic_id", "unknown_clinic", f"No clinic {patient.clinic_id!r}."
+        ) from None

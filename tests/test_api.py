@@ -39,7 +39,9 @@ FAST_CLINIC = "fast"
 # A clinic where a journey is due for its first session at once and stays due for ten
 # simulated days: sessions every day, no booking notice, a long no-show grace.
 FAST_PROTOCOL = ClinicProtocol(
-    clinic=ClinicSettings(clinic_id=FAST_CLINIC, name="Fast", open_weekdays=(0, 1, 2, 3, 4, 5, 6)),
+    clinic=ClinicSettings(
+        clinic_id=FAST_CLINIC, name="Fast", open_weekdays=(0, 1, 2, 3, 4, 5, 6), sandbox=True
+    ),
     protocol=Protocol(booking_notice_days=0, no_show_grace_hours=240),
 )
 FAST_SCALE = 5_000.0  # ten simulated days last ~170 s: far longer than any test

@@ -14,6 +14,7 @@ PRODUCTION = {
     "journey_integration_secrets": {"emr": "another-real-secret"},
     "journey_codec_keys": f"k1:{generate_key()}",
     "journey_codec_active_key": "k1",
+    "journey_public_url": "https://journey.clinic.example",
 }
 
 
@@ -39,6 +40,7 @@ def test_production_accepts_real_secrets() -> None:
             "JOURNEY_INTEGRATION_SECRETS",
         ),
         ("journey_codec_keys", None, "JOURNEY_CODEC_KEYS"),
+        ("journey_public_url", "http://journey.clinic.example", "JOURNEY_PUBLIC_URL"),
     ],
 )
 def test_production_refuses_development_secrets(field: str, value: object, message: str) -> None:

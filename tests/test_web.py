@@ -59,6 +59,7 @@ FAST_PROTOCOL = ClinicProtocol(
         clinic_id=FAST_CLINIC,
         name="Fast demo clinic",
         open_weekdays=(0, 1, 2, 3, 4, 5, 6),
+        sandbox=True,  # the simulation clock runs outside development only in a sandbox
     ),
     protocol=Protocol(booking_notice_days=0, no_show_grace_hours=240),
 )

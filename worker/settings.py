@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     )
     journey_webhook_tolerance_seconds: int = 300
     journey_public_url: str = "http://127.0.0.1:8000"
+    journey_max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Largest request body the API accepts (413)."
+    )
+    journey_codec_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest body of the codec endpoint (batches of Temporal payloads).",
+    )
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -95,6 +103,10 @@ class Settings(BaseSettings):
                 )
             if not self.journey_codec_keys:
                 raise ValueError("JOURNEY_CODEC_KEYS must be set outside development")
+            # Staff session cookies are always Secure in production; over http:// they
+            # would never come back, and the patient links would travel in clear.
+            if not self.journey_public_url.startswith("https://"):
+                raise ValueError("JOURNEY_PUBLIC_URL must be an https:// URL in production")
         return self
 
     @property

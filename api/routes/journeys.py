@@ -7,23 +7,30 @@ An optional ``Idempotency-Key`` header on the POSTs that call an update makes a 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, status
+from fastapi import APIRouter, Depends, Query, status
 
 from activities.repository import JourneyOrder, StaffRow
 from api import schemas
-from api.deps import ServiceDep, StaffDep, require_role
-from api.service import actor_for
+from api.deps import (
+    ERROR_RESPONSES,
+    IdempotencyKeyHeader,
+    PatientIdPath,
+    QueryDateTime,
+    QueryText,
+    ServiceDep,
+    StaffDep,
+    require_role,
+)
+from api.service import JourneyService, actor_for
 from workflows.messages import ReviewRequest, Stage
 
 router = APIRouter(prefix="/api/journeys", tags=["journeys"])
 
-IdempotencyKeyHeader = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-]
 ERRORS: dict[int | str, dict[str, object]] = {
+    **ERROR_RESPONSES,
     401: {"model": schemas.ErrorBody, "description": "Missing or bad staff token."},
     403: {"model": schemas.ErrorBody, "description": "Token outside its scope or role."},
     404: {"model": schemas.ErrorBody, "description": "Unknown journey."},
@@ -31,16 +38,35 @@ ERRORS: dict[int | str, dict[str, object]] = {
     422: {"model": schemas.ErrorBody, "description": "A field breaks a rule."},
     503: {"model": schemas.ErrorBody, "description": "Temporal or PostgreSQL down; retry."},
 }
+MAX_OFFSET = 1_000_000
+
+
+def _check_answers(
+    service: JourneyService, staff: StaffRow, answers: schemas.ScreeningAnswersIn
+) -> None:
+    # The latest "today" anywhere on Earth (UTC+14): no patient's today is refused.
+    today = (datetime.now(UTC) + timedelta(hours=14)).date()
+    service.check_answers(answers, today, role=staff.role, field="body.answers")
 
 
 @router.post(
     "", status_code=status.HTTP_201_CREATED, response_model=schemas.EnrolResponse, responses=ERRORS
 )
 async def enrol(
-    body: schemas.EnrolRequest, service: ServiceDep, staff: StaffDep
+    body: schemas.EnrolRequest,
+    service: ServiceDep,
+    staff: StaffDep,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> schemas.EnrolResponse:
-    """Enrol a patient and start their journey; answers with the patient link."""
-    return await service.enrol(body)
+    """Enrol a patient and start their journey; answers with the patient link.
+
+    With an ``Idempotency-Key`` (scoped to the staff member) a retry answers the same patient
+    and journey (with a fresh link). Clinician-only screening answers need the clinician role
+    (403); the simulation clock needs development or a sandbox clinic (422).
+    """
+    return await service.enrol(
+        body, caller=f"staff:{staff.id}", idempotency_key=idempotency_key, staff=staff
+    )
 
 
 @router.get("", response_model=schemas.JourneyList, responses=ERRORS)
@@ -48,13 +74,13 @@ async def list_journeys(
     service: ServiceDep,
     staff: StaffDep,
     stage: Stage | None = None,
-    clinic: Annotated[str | None, Query(max_length=64)] = None,
-    flag: Annotated[str | None, Query(max_length=64)] = None,
-    next_action_before: datetime | None = None,
-    q: Annotated[str | None, Query(max_length=200, description="Part of the name.")] = None,
+    clinic: QueryText(64) = None,  # type: ignore[valid-type]
+    flag: QueryText(64) = None,  # type: ignore[valid-type]
+    next_action_before: QueryDateTime = None,
+    q: QueryText(200, "Part of the name.") = None,  # type: ignore[valid-type]
     order: JourneyOrder = "next_action_at",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> schemas.JourneyList:
     """A page of journeys from the read model, filtered; ``count`` is the total matching."""
     rows, total = await service.list(
@@ -74,7 +100,7 @@ async def list_journeys(
 
 @router.get("/{patient_id}", response_model=schemas.JourneyDetail, responses=ERRORS)
 async def get_journey(
-    patient_id: str, service: ServiceDep, staff: StaffDep
+    patient_id: PatientIdPath, service: ServiceDep, staff: StaffDep
 ) -> schemas.JourneyDetail:
     """The journey's live status (workflow query), the patient record and the timeline."""
     st = await service.status(patient_id)
@@ -91,7 +117,7 @@ async def get_journey(
 
 @router.post("/{patient_id}/pause", response_model=schemas.ControlOut, responses=ERRORS)
 async def pause(
-    patient_id: str,
+    patient_id: PatientIdPath,
     body: schemas.ReasonBody,
     service: ServiceDep,
     staff: StaffDep,
@@ -106,7 +132,7 @@ async def pause(
 
 @router.post("/{patient_id}/resume", response_model=schemas.ControlOut, responses=ERRORS)
 async def resume(
-    patient_id: str,
+    patient_id: PatientIdPath,
     body: schemas.ReasonBody,
     service: ServiceDep,
     staff: StaffDep,
@@ -121,7 +147,7 @@ async def resume(
 
 @router.post("/{patient_id}/withdraw", response_model=schemas.ControlOut, responses=ERRORS)
 async def withdraw(
-    patient_id: str,
+    patient_id: PatientIdPath,
     body: schemas.ReasonBody,
     service: ServiceDep,
     staff: StaffDep,
@@ -136,7 +162,7 @@ async def withdraw(
 
 @router.post("/{patient_id}/review", response_model=schemas.ReviewOut, responses=ERRORS)
 async def review(
-    patient_id: str,
+    patient_id: PatientIdPath,
     body: schemas.ReviewBody,
     service: ServiceDep,
     staff: Annotated[StaffRow, Depends(require_role("clinician", "admin"))],
@@ -158,16 +184,19 @@ async def review(
 
 @router.post("/{patient_id}/screening", response_model=schemas.ScreeningOut, responses=ERRORS)
 async def screening(
-    patient_id: str,
+    patient_id: PatientIdPath,
     body: schemas.ScreeningBody,
     service: ServiceDep,
     staff: StaffDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> schemas.ScreeningOut:
     """Re-screen answers (in screening or deferred)."""
+    _check_answers(service, staff, body.answers)
     r = await service.screening(
-        patient_id, body.answers, actor=actor_for(staff), request_id=idempotency_key
+        patient_id, body.answers.to_answers(), actor=actor_for(staff), request_id=idempotency_key
     )
+    if body.answers.needs_clinician:
+        await service.record_clinician(patient_id, staff, body.answers.needs_clinician)
     return schemas.ScreeningOut.model_validate(r.model_dump())
 
 
@@ -177,26 +206,29 @@ async def screening(
     responses=ERRORS,
 )
 async def pre_session_check(
-    patient_id: str,
+    patient_id: PatientIdPath,
     body: schemas.PreSessionCheckBody,
     service: ServiceDep,
     staff: StaffDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> schemas.PreSessionCheckOut:
     """The check on the day of a session; a new contraindication defers it."""
+    _check_answers(service, staff, body.answers)
     r = await service.pre_session_check(
         patient_id,
         body.session_number,
-        body.answers,
+        body.answers.to_answers(),
         actor=actor_for(staff),
         request_id=idempotency_key,
     )
+    if body.answers.needs_clinician:
+        await service.record_clinician(patient_id, staff, body.answers.needs_clinician)
     return schemas.PreSessionCheckOut.model_validate(r.model_dump())
 
 
 @router.post("/{patient_id}/reschedule", response_model=schemas.RescheduleOut, responses=ERRORS)
 async def reschedule(
-    patient_id: str,
+    patient_id: PatientIdPath,
     body: schemas.RescheduleBody,
     service: ServiceDep,
     staff: StaffDep,
