@@ -1,20 +1,53 @@
-# The two commands of the README: `make run` and `make test`. Both create the virtualenv and
-# install what is needed on first use; the stamp makes the second run skip the install unless
-# pyproject.toml changed.
+# The two commands of the README: `make run` and `make test`. Both create the virtualenv from
+# uv.lock on first use and say what they are doing and how long each step took; the stamp makes
+# the second run skip the install unless pyproject.toml or uv.lock changed.
+#
+# uv (a single binary from PyPI, pinned below) is installed once into .tools/ with the
+# interpreter's own pip; it never downloads a Python (UV_PYTHON_DOWNLOADS=never) and builds the
+# environment with $(PYTHON).
 PYTHON ?= python3
+UV_VERSION := 0.13.8
 VENV := .venv
 BIN := $(VENV)/bin
+TOOLS := .tools
+UV := $(TOOLS)/uv-$(UV_VERSION)/bin/uv
 STAMP := $(VENV)/.installed
+# What `make typecheck` checks. workflows/ joins once its rewrite lands (see pyproject [tool.mypy]).
+TYPED := activities worker api cli
 export PYTHONPYCACHEPREFIX ?= $(CURDIR)/.data/pycache
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+ifdef CI
+export UV_NO_PROGRESS := 1
+endif
 
-.PHONY: install run test lint format clean browser
+# $(call timed,what,command): print what is done, run it, print how long it took.
+timed = @printf '\033[1m==> %s\033[0m\n' "$(1)"; t0=$$(date +%s.%N); $(2) \
+	&& printf '    done: %s in %.1f s\n' "$(1)" "$$(echo "$$(date +%s.%N) - $$t0" | bc)"
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+.PHONY: install run test check lint typecheck pytest format lock clean browser
+
+$(UV):
+	$(call timed,installing uv $(UV_VERSION) into $(TOOLS)/,$(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-warn-script-location --target $(TOOLS)/uv-$(UV_VERSION) uv==$(UV_VERSION))
+
+# `uv lock` is a no-op when uv.lock matches pyproject.toml; after a dependency change it updates
+# uv.lock (commit it). `uv sync` then makes .venv exactly the lock: production's dependencies
+# plus the dev extra (the stack, test and lint tools), the project itself editable.
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(call timed,checking uv.lock against pyproject.toml,$(UV) lock --python $(PYTHON))
+	$(call timed,installing .venv from uv.lock,$(UV) sync --frozen --inexact --extra dev --python $(PYTHON))
+	@$(MAKE) --no-print-directory deploy/requirements.lock
 	@touch $(STAMP)
 
+# The image's lock: production's closure only (no extras), with hashes, from the same uv.lock.
+deploy/requirements.lock: uv.lock | $(UV)
+	$(call timed,writing deploy/requirements.lock (production only),$(UV) export --quiet --frozen --no-emit-project --no-dev --format requirements-txt --output-file $@)
+
 install: $(STAMP)
+
+lock: | $(UV)
+	$(UV) lock --python $(PYTHON)
+	$(MAKE) --no-print-directory deploy/requirements.lock
 
 run: $(STAMP)
 	$(BIN)/journey dev
@@ -22,20 +55,28 @@ run: $(STAMP)
 # The browser tests drive Debian's Chromium (Playwright's own browser download cannot work offline).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
-	  echo "installing Debian's chromium for the browser tests"; \
+	  echo "==> installing Debian's chromium for the browser tests"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "warning: could not install chromium; browser tests will be skipped" >&2; }
 
-test: $(STAMP) browser
-	$(BIN)/python -m pytest
+# What a reviewer checks, then every test.
+test: check pytest
+
+check: lint typecheck
 
 lint: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(call timed,ruff check,$(BIN)/ruff check .)
+	$(call timed,ruff format --check,$(BIN)/ruff format --check .)
+
+typecheck: $(STAMP)
+	$(call timed,mypy $(TYPED),$(BIN)/mypy $(TYPED))
+
+pytest: $(STAMP) browser
+	$(call timed,pytest,$(BIN)/python -m pytest)
 
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache .data/mypy

@@ -201,7 +201,7 @@ class OutboxDispatcher:
             audience=row.audience,
         )
         return OutgoingMessage(
-            channel=row.channel,  # type: ignore[arg-type]
+            channel=row.channel,
             to=to,
             subject=text.subject,
             body=text.body,

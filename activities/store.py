@@ -154,7 +154,9 @@ class JourneyStore:
             },
         )
 
-    async def _write_step(self, conn: asyncpg.Connection, record: StepRecord) -> None:
+    async def _write_step(
+        self, conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, record: StepRecord
+    ) -> None:
         wf = record.workflow_id
         if record.events:
             await conn.executemany(

@@ -17,13 +17,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar, cast
 
 import pydantic
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from activities.repository import StaffRole
 from api import schemas
 from api.service import (
     InvalidRequest,
@@ -164,10 +165,10 @@ def register(app: typer.Typer) -> None:
                     full_name=name,
                     email=email,
                     phone=phone,
-                    preferred_channel=channel,  # type: ignore[arg-type]
+                    preferred_channel=channel,
                 ),
                 clinic_id=clinic,
-                pore_grade=grade,  # type: ignore[arg-type]
+                pore_grade=grade,
                 numbing_cream=numbing,
                 trips=[_parse_trip(t) for t in trip or []],
                 time_scale=time_scale,
@@ -352,7 +353,7 @@ def register(app: typer.Typer) -> None:
         """Record the 3-month review (as a clinician)."""
         try:
             request = ReviewRequest(
-                outcome=outcome,  # type: ignore[arg-type]
+                outcome=outcome,
                 further_sessions=sessions,
                 note_ref=note,
                 reviewed_by="clinician",
@@ -385,7 +386,8 @@ def register(app: typer.Typer) -> None:
         """Create a staff user and print their bearer token once (only its hash is stored)."""
         if role not in ("staff", "clinician", "admin"):
             _fail(f"--role {role!r} must be staff, clinician or admin", 2)
-        row, token = _run(lambda s: s.add_staff(name, role))  # type: ignore[arg-type]
+        staff_role = cast(StaffRole, role)  # checked just above
+        row, token = _run(lambda s: s.add_staff(name, staff_role))
         data = {"id": row.id, "name": row.name, "role": row.role, "token": token}
         _emit(
             data,

