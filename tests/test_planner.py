@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from workflows.calendar import add_months, is_open_day, next_open_day
 from workflows.planner import plan_course, plan_for_grade, review_date, spf_window_end
 from workflows.protocol import ClinicProtocol, ClinicSettings, DateRange, Protocol
-from workflows.season import in_summer, season_cutoff
+from workflows.season import course_straddles_summer, in_summer, season_cutoff
 
 DEFAULT = ClinicProtocol()
 EVERY_DAY = ClinicProtocol(clinic=ClinicSettings(open_weekdays=tuple(range(7))))
@@ -177,6 +177,34 @@ def test_previous_session_and_split() -> None:
     split = plan_course(date(2027, 4, 20), 2, DEFAULT, previous_session_on=date(2027, 4, 1))
     assert split.starts_on == date(2027, 9, 1)
     assert split.course_split
+
+
+def test_a_wait_for_a_trip_inside_one_season_is_not_a_split() -> None:
+    # session 1 on 1 October; a trip makes the rest wait until after 10 January: same season
+    trip = DateRange(start=date(2026, 10, 20), end=date(2027, 1, 10))
+    plan = plan_course(
+        date(2026, 10, 22), 2, DEFAULT, trips=[trip], previous_session_on=date(2026, 10, 1)
+    )
+    assert plan.starts_on == date(2027, 1, 11)
+    assert [r.rule for r in plan.reasons] == ["during_trip"]
+    assert not plan.course_split
+    assert not course_straddles_summer([date(2026, 10, 1), *plan.sessions], DEFAULT.clinic)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dates(min_value=date(2026, 1, 1), max_value=date(2030, 12, 31)),
+    st.integers(min_value=1, max_value=4),
+    st.integers(min_value=0, max_value=200),
+    st.sampled_from([DEFAULT, SOUTH]),
+)
+def test_course_split_is_course_straddles_summer(
+    previous: date, sessions: int, gap: int, cp: ClinicProtocol
+) -> None:
+    plan = plan_course(previous + timedelta(days=gap), sessions, cp, previous_session_on=previous)
+    assert plan.course_split is course_straddles_summer([previous, *plan.sessions], cp.clinic)
+    fresh = plan_course(previous, sessions, cp)
+    assert not fresh.course_split
 
 
 def test_conservative_intervals() -> None:

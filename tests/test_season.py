@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 
 from workflows.protocol import ClinicSettings, Protocol
 from workflows.season import (
+    course_straddles_summer,
     in_summer,
     is_in_season,
     next_season_opening,
+    next_summer_start_after,
     season_cutoff,
     season_window,
     summer_end,
@@ -148,3 +150,106 @@ def test_window_properties(d: date, clinic: ClinicSettings, buffer: int) -> None
         assert in_summer(opens - timedelta(days=1), clinic) or opens > season_cutoff(
             d, clinic, protocol
         )
+
+
+# ---------------------------------------------------------------- course_straddles_summer
+
+
+@pytest.mark.parametrize(
+    ("clinic", "dates", "straddles"),
+    [
+        # north: summer begins 1 June
+        (NORTH, [date(2027, 4, 1), date(2027, 9, 1)], True),
+        (NORTH, [date(2027, 5, 31), date(2027, 6, 1)], True),  # summer begins on the last date
+        (NORTH, [date(2027, 6, 1), date(2027, 9, 1)], False),  # begins on the first: not after
+        (NORTH, [date(2027, 7, 1), date(2027, 9, 1)], False),  # starts inside a summer
+        (NORTH, [date(2026, 10, 1), date(2027, 4, 1)], False),  # one season (over New Year)
+        (NORTH, [date(2026, 10, 1), date(2027, 2, 1), date(2027, 4, 1)], False),  # trip wait
+        (NORTH, [date(2027, 4, 1), date(2027, 5, 1), date(2027, 9, 20)], True),
+        (NORTH, [date(2027, 9, 1), date(2027, 4, 1)], True),  # order does not matter
+        # south: summer begins 1 December and wraps into the new year
+        (SOUTH, [date(2026, 11, 1), date(2027, 3, 1)], True),
+        (SOUTH, [date(2026, 11, 30), date(2026, 12, 1)], True),
+        (SOUTH, [date(2027, 3, 1), date(2027, 11, 1)], False),
+        (SOUTH, [date(2027, 1, 15), date(2027, 3, 15)], False),  # starts inside the summer
+        (SOUTH, [date(2026, 3, 1), date(2027, 3, 1)], True),
+        # too few dates
+        (NORTH, [], False),
+        (NORTH, [date(2027, 4, 1)], False),
+        (NORTH, [date(2027, 4, 1), date(2027, 4, 1)], False),
+    ],
+)
+def test_course_straddles_summer(
+    clinic: ClinicSettings, dates: list[date], straddles: bool
+) -> None:
+    assert course_straddles_summer(dates, clinic) is straddles
+
+
+def test_course_straddles_explicit_and_wrapping_summers() -> None:
+    july = ClinicSettings(summer_months=(7,))
+    assert course_straddles_summer([date(2027, 6, 1), date(2027, 7, 1)], july)
+    assert not course_straddles_summer([date(2027, 6, 1), date(2027, 6, 30)], july)
+    assert not course_straddles_summer([date(2027, 8, 1), date(2028, 6, 30)], july)
+    wrap = ClinicSettings(hemisphere="north", summer_months=(12, 1, 2))  # overrides north
+    assert course_straddles_summer([date(2026, 11, 2), date(2027, 3, 1)], wrap)
+    assert not course_straddles_summer([date(2027, 4, 1), date(2027, 8, 31)], wrap)
+    assert not course_straddles_summer([date(2027, 1, 5), date(2027, 11, 30)], wrap)
+
+
+def _summer_starts_between(first: date, last: date, clinic: ClinicSettings) -> bool:
+    """Brute force: a day in (first, last] that is in summer while the day before is not."""
+    d = first + timedelta(days=1)
+    while d <= last:
+        if in_summer(d, clinic) and not in_summer(d - timedelta(days=1), clinic):
+            return True
+        d += timedelta(days=1)
+    return False
+
+
+@st.composite
+def clinics(draw: st.DrawFn) -> ClinicSettings:
+    """North, south, or an explicit run of 1–11 months (wrapping December → January too)."""
+    kind = draw(st.sampled_from(["north", "south", "explicit"]))
+    if kind != "explicit":
+        return ClinicSettings(hemisphere=kind)
+    first = draw(st.integers(min_value=1, max_value=12))
+    length = draw(st.integers(min_value=1, max_value=11))
+    months = tuple((first - 1 + i) % 12 + 1 for i in range(length))
+    return ClinicSettings(
+        hemisphere=draw(st.sampled_from(["north", "south"])), summer_months=months
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    clinics(),
+    st.lists(
+        st.dates(min_value=date(2024, 1, 1), max_value=date(2026, 12, 31)), min_size=0, max_size=6
+    ),
+)
+def test_course_straddles_summer_matches_brute_force(
+    clinic: ClinicSettings, dates: list[date]
+) -> None:
+    expected = len(dates) >= 2 and _summer_starts_between(min(dates), max(dates), clinic)
+    assert course_straddles_summer(dates, clinic) is expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    clinics(),
+    st.dates(min_value=date(2024, 1, 1), max_value=date(2030, 12, 31)),
+    st.integers(min_value=0, max_value=60),
+    st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=5),
+)
+def test_course_inside_one_season_never_straddles(
+    clinic: ClinicSettings, d: date, buffer: int, offsets: list[int]
+) -> None:
+    # every date in one season window (however long the waits between them): never split
+    protocol = Protocol(summer_buffer_days=min(buffer, 27))
+    opens, cutoff = season_window(d, clinic, protocol)
+    span = (cutoff - opens).days
+    dates = [opens + timedelta(days=o % (span + 1)) for o in offsets] + [opens]
+    assert not course_straddles_summer(dates, clinic)
+    # and a date after the next summer begins always splits it
+    after = next_summer_start_after(opens, clinic)
+    assert course_straddles_summer([*dates, after], clinic)

@@ -31,9 +31,9 @@ from workflows.calendar import add_months, next_open_day
 from workflows.protocol import ClinicProtocol, DateRange, Protocol
 from workflows.reasons import Reason, format_date
 from workflows.season import (
+    course_straddles_summer,
     in_summer,
     is_in_season,
-    next_season_opening,
     season_cutoff,
     season_window,
     summer_start_after,
@@ -61,7 +61,8 @@ class CoursePlan(BaseModel):
             horizon.
         starts_on: First session, or None if nothing could be planned.
         last_session_on: Last session, or None.
-        spf_until: Last day SPF 50 is required (inclusive), or None.
+        spf_until: Last day sun protection (SPF ``spf_factor``) is required (inclusive), or
+            None.
         review_on: Date of the review of the result, or None.
         waiting_reason: Plain words, why the course cannot start on ``requested_from`` (season
             or trip); None when it starts on the first open day allowed.
@@ -69,8 +70,10 @@ class CoursePlan(BaseModel):
             ``during_trip``, ``too_close_to_trip``, ``planning_horizon``).
         interval_days: The target interval ``(min, max)`` used, in days.
         conservative: Whether the conservative intervals were used.
-        course_split: True when ``previous_session_on`` was given and a summer lies between it
-            and the first planned session (staff are told the course is split).
+        course_split: True when ``previous_session_on`` was given and a summer begins between
+            it and the first planned session (staff are told the course is split); the same
+            rule as :func:`~workflows.season.course_straddles_summer` on the previous session
+            and the planned ones.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -90,7 +93,7 @@ class CoursePlan(BaseModel):
 
 
 def spf_window_end(last_session: date, protocol: Protocol) -> date:
-    """Last day SPF 50 is required (inclusive): ``add_months(last_session, spf_months)``.
+    """Last day sun protection is required (inclusive): ``add_months(last_session, spf_months)``.
 
     Month-end clamping applies: a last session on 31 December gives 28/29 February.
     """
@@ -293,8 +296,8 @@ def plan_course(
             conservative=conservative,
             protocol_version=protocol.version,
         )
-    split = previous_session_on is not None and planned[0] >= summer_start_after(
-        next_season_opening(previous_session_on, clinic), clinic
+    split = previous_session_on is not None and course_straddles_summer(
+        [previous_session_on, *planned], clinic
     )
     return CoursePlan(
         requested_from=earliest,

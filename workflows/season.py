@@ -14,6 +14,7 @@ Guarantees: pure and deterministic; every function works for any date and any va
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, timedelta
 
 from pydantic import BaseModel, ConfigDict
@@ -24,9 +25,11 @@ from workflows.reasons import Reason, format_date, format_months
 
 __all__ = [
     "SeasonCheck",
+    "course_straddles_summer",
     "in_summer",
     "is_in_season",
     "next_season_opening",
+    "next_summer_start_after",
     "season_cutoff",
     "season_window",
     "summer_end",
@@ -72,6 +75,28 @@ def summer_end(summer_start: date, clinic: ClinicSettings) -> date:
     """The last day of the summer starting on ``summer_start`` (e.g. 31 August)."""
     months = clinic.effective_summer_months()
     return add_months(summer_start, len(months)) - timedelta(days=1)
+
+
+def next_summer_start_after(d: date, clinic: ClinicSettings) -> date:
+    """The first day of the first summer that begins strictly after ``d``."""
+    start = summer_start_after(d, clinic)
+    if start <= d:  # d is inside that summer: take the next one
+        start = summer_start_after(summer_end(start, clinic) + timedelta(days=1), clinic)
+    return start
+
+
+def course_straddles_summer(session_dates: Sequence[date], clinic: ClinicSettings) -> bool:
+    """Whether a summer splits the course: the staff's "course split" flag.
+
+    True exactly when a summer (the clinic's months) begins after the first session date and
+    on or before the last one. False for fewer than two dates, for a course inside one season
+    (even when a trip made it wait weeks between sessions), and for a course that only starts
+    inside a summer. The dates may come in any order (done and planned sessions together).
+    """
+    if len(session_dates) < 2:
+        return False
+    first, last = min(session_dates), max(session_dates)
+    return next_summer_start_after(first, clinic) <= last
 
 
 def next_season_opening(d: date, clinic: ClinicSettings) -> date:
