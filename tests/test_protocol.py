@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from workflows.protocol import (
+    DEFAULT_PHOTOSENSITISING_DRUGS,
     ClinicProtocol,
     ClinicSettings,
     DateRange,
@@ -46,8 +47,17 @@ def test_defaults_match_domain() -> None:
     assert p.max_sessions_per_course == 6
     s = p.screening
     assert (s.wound_deferral_days, s.tan_deferral_days, s.infection_deferral_days) == (14, 28, 14)
-    assert (s.isotretinoin_washout_months, s.photosensitising_drug_washout_days) == (6, 30)
-    assert "st johns wort" in s.photosensitising_drugs
+    assert s.isotretinoin_washout_months == 6
+    assert set(s.photosensitising_drugs) == {
+        "tetracyclines",
+        "fluoroquinolones",
+        "sulfonamides",
+        "thiazides",
+        "nsaids",
+        "retinoids",
+        "st johns wort",
+    }
+    assert (p.review_early_days, p.spf_factor, p.completion_clock_skew_minutes) == (3, 50, 10)
     assert s.conservative_fitzpatrick_from == 4
 
 
@@ -94,14 +104,131 @@ def test_min_interval_equal_to_target_min_is_allowed() -> None:
 
 
 def test_screening_rules_validate_and_normalise_drugs() -> None:
-    rules = ScreeningRules(photosensitising_drugs=("St John's  Wort", "NSAIDs", "nsaids"))
-    assert rules.photosensitising_drugs == ("st johns wort", "nsaids")
+    rules = ScreeningRules(photosensitising_drugs={"St John's  Wort": ("Hypericum",), "NSAIDs": ()})
+    assert rules.photosensitising_drugs == {"st johns wort": ("hypericum",), "nsaids": ()}
     assert rules.is_photosensitising("ST. JOHN'S WORT".replace(".", ""))
+    assert rules.drug_class("HYPERICUM") == "st johns wort"
     assert not rules.is_photosensitising("paracetamol")
+    assert rules.drug_class("  ") is None
     with pytest.raises(ValidationError):
         ScreeningRules(isotretinoin_washout_months=0)
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="must not be empty"):
         ScreeningRules(photosensitising_drugs=("  ",))
+    with pytest.raises(ValidationError, match="must not be empty"):
+        ScreeningRules(photosensitising_drugs={"nsaids": ("ibuprofen", " ")})
+    with pytest.raises(ValidationError, match="class names must not be empty"):
+        ScreeningRules(photosensitising_drugs={" ": ("ibuprofen",)})
+
+
+DEFAULT_GENERICS = [
+    (name, drug_class)
+    for drug_class, names in DEFAULT_PHOTOSENSITISING_DRUGS.items()
+    for name in names
+]
+
+
+@pytest.mark.parametrize(("name", "drug_class"), DEFAULT_GENERICS)
+def test_default_generic_names_match_their_class(name: str, drug_class: str) -> None:
+    rules = ScreeningRules()
+    assert rules.drug_class(name) == drug_class
+    assert rules.drug_class(f"  {name.upper()} ") == drug_class
+    assert rules.drug_class(drug_class) == drug_class
+    assert rules.is_photosensitising(name)
+
+
+def test_default_drug_list_examples() -> None:
+    rules = ScreeningRules()
+    assert rules.drug_class("Doxycycline") == "tetracyclines"
+    assert rules.drug_class("Ciprofloxacin") == "fluoroquinolones"
+    assert rules.drug_class("co-trimoxazole") == "sulfonamides"
+    assert rules.drug_class("Hydrochlorothiazide") == "thiazides"
+    assert rules.drug_class("Ibuprofen") == "nsaids"
+    assert rules.drug_class("Acitretin") == "retinoids"
+    assert rules.drug_class("St John's Wort") == "st johns wort"
+    assert rules.drug_class("Hypericum") == "st johns wort"
+    # isotretinoin has its own question and washout: not on the drug list
+    assert rules.drug_class("isotretinoin") is None
+    assert rules.drug_class("amiodarone") is None
+
+
+def test_a_drug_in_two_classes_is_refused() -> None:
+    with pytest.raises(ValidationError, match="'ibuprofen' is listed under two classes"):
+        ScreeningRules(photosensitising_drugs={"nsaids": ("ibuprofen",), "other": ("Ibuprofen",)})
+    with pytest.raises(ValidationError, match="two classes"):
+        ScreeningRules(photosensitising_drugs={"nsaids": ("tetracyclines",), "tetracyclines": ()})
+
+
+def test_flat_drug_list_is_still_accepted() -> None:
+    rules = ScreeningRules(photosensitising_drugs=["Tetracyclines", "Amiodarone", "amiodarone"])
+    # a default class name brings its generic names; another entry is its own class
+    assert rules.photosensitising_drugs == {
+        "tetracyclines": DEFAULT_PHOTOSENSITISING_DRUGS["tetracyclines"],
+        "amiodarone": (),
+    }
+    assert rules.drug_class("doxycycline") == "tetracyclines"
+    assert rules.drug_class("AMIODARONE") == "amiodarone"
+    assert rules.drug_class("ibuprofen") is None  # the clinic left NSAIDs out
+    # a generic name listed next to its default class is not a second class
+    both = ScreeningRules(photosensitising_drugs=["doxycycline", "tetracyclines"])
+    assert list(both.photosensitising_drugs) == ["tetracyclines"]
+
+
+# A protocol as stored before the drug classes (clinics table, recorded histories).
+LEGACY_SCREENING = {
+    "wound_deferral_days": 14,
+    "tan_deferral_days": 28,
+    "infection_deferral_days": 14,
+    "isotretinoin_washout_months": 6,
+    "photosensitising_drug_washout_days": 30,
+    "photosensitising_drugs": [
+        "tetracyclines",
+        "fluoroquinolones",
+        "sulfonamides",
+        "thiazides",
+        "nsaids",
+        "retinoids",
+        "st johns wort",
+    ],
+    "conservative_fitzpatrick_from": 4,
+}
+
+
+def test_stored_legacy_protocol_still_parses() -> None:
+    cp = ClinicProtocol.model_validate({"protocol": {"screening": LEGACY_SCREENING}})
+    rules = cp.protocol.screening
+    assert rules == ScreeningRules()  # the old default list means the new default classes
+    assert rules.drug_class("minocycline") == "tetracyclines"
+    dumped = cp.model_dump(mode="json")
+    # the invented default washout is accepted but ignored, and never written back
+    assert "photosensitising_drug_washout_days" not in dumped["protocol"]["screening"]
+    assert not hasattr(rules, "photosensitising_drug_washout_days")
+    assert ClinicProtocol.model_validate(dumped) == cp
+    assert ClinicProtocol.model_validate_json(cp.model_dump_json()) == cp
+
+
+def test_protocol_wording_helpers() -> None:
+    assert Protocol().spf_label() == "SPF 50"
+    assert Protocol(spf_factor=30).spf_label() == "SPF 30"
+    assert Protocol().spf_period() == "2 months"
+    assert Protocol(spf_months=1).spf_period() == "1 month"
+    assert Protocol().review_period() == "3 months"
+    assert Protocol(review_months=1).review_period() == "1 month"
+
+
+@pytest.mark.parametrize(
+    ("field", "ok", "bad"),
+    [
+        ("review_early_days", (0, 14), (-1, 15)),
+        ("spf_factor", (15, 100), (14, 101)),
+        ("completion_clock_skew_minutes", (0, 120), (-1, 121)),
+    ],
+)
+def test_new_protocol_field_bounds(field: str, ok: tuple[int, int], bad: tuple[int, int]) -> None:
+    for value in ok:
+        assert getattr(Protocol.model_validate({field: value}), field) == value
+    for value in bad:
+        with pytest.raises(ValidationError, match=field):
+            Protocol.model_validate({field: value})
 
 
 def test_models_are_frozen() -> None:
@@ -187,6 +314,36 @@ class TestLoader:
         assert cp.protocol.numbing_lead_minutes == 30
         assert cp.protocol.version == "pore-2026.1-paris"
         assert cp.clinic.session_start == time(9, 0)
+        assert cp.protocol.screening.drug_class("doxycycline") == "tetracyclines"
+        assert cp.protocol.screening == ScreeningRules()
+        assert cp.protocol.spf_factor == 50
+        assert cp.protocol.review_early_days == 3
+
+    def test_legacy_washout_key_in_a_file_is_accepted(self, tmp_path: Path) -> None:
+        f = tmp_path / "old.toml"
+        f.write_text(
+            "[protocol.screening]\nphotosensitising_drug_washout_days = 30\n"
+            'photosensitising_drugs = ["nsaids", "amiodarone"]\n'
+        )
+        rules = load_clinic_protocol(f).protocol.screening
+        assert rules.drug_class("naproxen") == "nsaids"
+        assert rules.drug_class("amiodarone") == "amiodarone"
+
+    def test_drug_classes_in_toml_and_yaml(self, tmp_path: Path) -> None:
+        f = tmp_path / "c.toml"
+        f.write_text(
+            "[protocol.screening.photosensitising_drugs]\n"
+            'tetracyclines = ["doxycycline"]\n'
+            '"St John\'s wort" = ["hypericum"]\n'
+            'antiarrhythmics = ["amiodarone"]\n'
+        )
+        rules = load_clinic_protocol(f).protocol.screening
+        assert rules.drug_class("Amiodarone") == "antiarrhythmics"
+        assert rules.drug_class("minocycline") is None  # the clinic's list, not the code's
+        assert rules.drug_class("st johns wort") == "st johns wort"
+        y = tmp_path / "c.yaml"
+        y.write_text("protocol:\n  screening:\n    photosensitising_drugs:\n      nsaids: []\n")
+        assert load_clinic_protocol(y).protocol.screening.photosensitising_drugs == {"nsaids": ()}
 
     def test_example_yaml_south(self) -> None:
         cp = load_clinic_protocol(str(EXAMPLES / "clinic-south.yaml"))
@@ -195,6 +352,8 @@ class TestLoader:
         assert cp.protocol.spf_months == 3
         assert cp.protocol.screening.is_photosensitising("St John's Wort")
         assert cp.protocol.screening.is_photosensitising("Amiodarone")
+        # the flat list's default classes bring their generic names
+        assert cp.protocol.screening.drug_class("Doxycycline") == "tetracyclines"
 
     def test_json_and_empty_files(self, tmp_path: Path) -> None:
         f = tmp_path / "c.json"

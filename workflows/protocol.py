@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "DEFAULT_PHOTOSENSITISING_DRUGS",
     "ClinicProtocol",
     "ClinicSettings",
     "DateRange",
@@ -88,6 +89,43 @@ def _normalise_drug(name: str) -> str:
     return " ".join(cleaned.split())
 
 
+DEFAULT_PHOTOSENSITISING_DRUGS: dict[str, tuple[str, ...]] = {
+    "tetracyclines": (
+        "tetracycline",
+        "doxycycline",
+        "minocycline",
+        "lymecycline",
+        "oxytetracycline",
+    ),
+    "fluoroquinolones": (
+        "ciprofloxacin",
+        "levofloxacin",
+        "moxifloxacin",
+        "ofloxacin",
+        "norfloxacin",
+    ),
+    "sulfonamides": (
+        "sulfamethoxazole",
+        "co-trimoxazole",
+        "trimethoprim-sulfamethoxazole",
+        "sulfasalazine",
+    ),
+    "thiazides": ("hydrochlorothiazide", "chlorthalidone", "indapamide", "bendroflumethiazide"),
+    "nsaids": ("ibuprofen", "naproxen", "ketoprofen", "piroxicam", "diclofenac", "celecoxib"),
+    # Isotretinoin is left out on purpose: it has its own question and its own washout.
+    "retinoids": ("acitretin", "tretinoin", "alitretinoin"),
+    "st johns wort": ("hypericum",),
+}
+"""The default drug classes (DOMAIN.md) and their common generic names, already normalised.
+
+Each class name also matches itself ("tetracyclines"). Isotretinoin is not here: it is asked
+separately and has its own washout (``isotretinoin_washout_months``).
+"""
+
+_LEGACY_SCREENING_KEYS = ("photosensitising_drug_washout_days",)
+"""Keys of older clinic files and stored protocols that are accepted and ignored."""
+
+
 class ScreeningRules(BaseModel):
     """Screening numbers and the clinic's list of photosensitising drugs.
 
@@ -96,12 +134,22 @@ class ScreeningRules(BaseModel):
         tan_deferral_days: A recent tan defers by this many days without sun.
         infection_deferral_days: Active herpes / skin infection defers by this many days.
         isotretinoin_washout_months: Months after the last isotretinoin dose before treatment.
-        photosensitising_drug_washout_days: Clinic default washout (days from screening) when
-            a listed drug is taken and the clinician gives no washout date.
-        photosensitising_drugs: The clinic's list (matched case-insensitively, apostrophes and
-            extra spaces ignored: "St John's Wort" matches "st johns wort").
+        photosensitising_drugs: The clinic's list as a mapping from drug class to the generic
+            names in it, e.g. ``{"tetracyclines": ("doxycycline", ...)}``. A class name matches
+            itself too. Matching is case-insensitive, apostrophes and extra spaces ignored
+            ("St John's Wort" matches "st johns wort"); keys and names are stored normalised.
+            A name may belong to one class only. There is no default washout: a listed drug
+            defers with no date until a clinician sets ``drug_washout_until``.
+
+            For older files and stored protocols a flat list is accepted: each entry becomes
+            its own class; an entry that names a default class (e.g. ``"tetracyclines"``)
+            brings that class's default generic names with it.
         conservative_fitzpatrick_from: Fitzpatrick skin type from which the
             ``conservative_settings`` flag is raised (7 disables the flag).
+
+    The key ``photosensitising_drug_washout_days`` of older files (an invented 30-day default
+    washout) is still accepted so that stored protocols and recorded histories parse, but it is
+    ignored and never written back.
     """
 
     model_config = _FROZEN
@@ -110,33 +158,80 @@ class ScreeningRules(BaseModel):
     tan_deferral_days: int = Field(default=28, ge=1)
     infection_deferral_days: int = Field(default=14, ge=1)
     isotretinoin_washout_months: int = Field(default=6, ge=1)
-    photosensitising_drug_washout_days: int = Field(default=30, ge=1)
-    photosensitising_drugs: tuple[str, ...] = (
-        "tetracyclines",
-        "fluoroquinolones",
-        "sulfonamides",
-        "thiazides",
-        "nsaids",
-        "retinoids",
-        "st johns wort",
+    photosensitising_drugs: dict[str, tuple[str, ...]] = Field(
+        default_factory=lambda: dict(DEFAULT_PHOTOSENSITISING_DRUGS)
     )
     conservative_fitzpatrick_from: int = Field(default=4, ge=1, le=7)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_legacy_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(key in data for key in _LEGACY_SCREENING_KEYS):
+            return {k: v for k, v in data.items() if k not in _LEGACY_SCREENING_KEYS}
+        return data
+
+    @field_validator("photosensitising_drugs", mode="before")
+    @classmethod
+    def _flat_list_to_classes(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            return value
+        if not all(isinstance(entry, str) for entry in value):
+            return value  # the type check explains it
+        classes: dict[str, tuple[str, ...]] = {}
+        for entry in value:
+            key = _normalise_drug(entry)
+            if key in DEFAULT_PHOTOSENSITISING_DRUGS:
+                classes[key] = DEFAULT_PHOTOSENSITISING_DRUGS[key]
+        covered = {name for names in classes.values() for name in names}
+        for entry in value:
+            key = _normalise_drug(entry)
+            if key not in classes and key not in covered:
+                classes[entry] = ()  # empty names are refused by the next validator
+        return classes
+
     @field_validator("photosensitising_drugs")
     @classmethod
-    def _normalise_drugs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        result: list[str] = []
-        for name in value:
-            key = _normalise_drug(name)
+    def _normalise_drugs(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        result: dict[str, tuple[str, ...]] = {}
+        owner: dict[str, str] = {}
+        for drug_class, names in value.items():
+            key = _normalise_drug(drug_class)
             if not key:
-                raise ValueError("drug names must not be empty")
-            if key not in result:
-                result.append(key)
-        return tuple(result)
+                raise ValueError("drug class names must not be empty")
+            members = list(result.get(key, ()))
+            for name in (drug_class, *names):
+                norm = _normalise_drug(name)
+                if not norm:
+                    raise ValueError(f"drug names must not be empty (in class {key!r})")
+                if owner.get(norm, key) != key:
+                    raise ValueError(
+                        f"drug {norm!r} is listed under two classes ({owner[norm]!r} and "
+                        f"{key!r}); a drug must belong to one class"
+                    )
+                owner[norm] = key
+                if norm != key and norm not in members:
+                    members.append(norm)
+            result[key] = tuple(members)
+        return result
+
+    def drug_class(self, name: str) -> str | None:
+        """The clinic's drug class that ``name`` belongs to, or None if it is not listed.
+
+        ``name`` may be a class name or one of its generic names; matching ignores case,
+        apostrophes and extra spaces. Returns the normalised class name, e.g.
+        ``drug_class("Doxycycline") == "tetracyclines"``.
+        """
+        norm = _normalise_drug(name)
+        if not norm:
+            return None
+        for drug_class, names in self.photosensitising_drugs.items():
+            if norm == drug_class or norm in names:
+                return drug_class
+        return None
 
     def is_photosensitising(self, drug: str) -> bool:
-        """True if ``drug`` is on the clinic's list (case-insensitive, apostrophes ignored)."""
-        return _normalise_drug(drug) in self.photosensitising_drugs
+        """True if ``drug`` (a class or a generic name) is on the clinic's list."""
+        return self.drug_class(drug) is not None
 
 
 class Protocol(BaseModel):
@@ -166,7 +261,8 @@ class Protocol(BaseModel):
         recovery_days_min: Redness/swelling usually lasts at least this many days.
         recovery_days_max: A reaction lasting past this day is for a clinician to see.
         recovery_checkin_day: Day after a session of the recovery check-in.
-        spf_months: SPF 50 is required until ``last session + spf_months`` (inclusive).
+        spf_months: Sun protection (SPF ``spf_factor``) is required until
+            ``last session + spf_months`` (inclusive).
         review_months: Review of the result ``review_months`` after the last session.
         summer_buffer_days: Last session at least this many days before summer starts.
         trip_buffer_days: Last session at least this many days before a planned trip.
@@ -178,6 +274,12 @@ class Protocol(BaseModel):
         max_sessions_per_course: Upper bound on sessions planned in one course.
         planning_horizon_years: The planner searches this far ahead before giving up.
         booking_notice_days: A journey books its first session at least this many days ahead.
+        review_early_days: How many days before the review date ``record_review`` is accepted
+            (0–14): accepted from ``review date − review_early_days``, that day included.
+        spf_factor: The sun-protection factor named in every text (15–100; seed: SPF 50).
+        completion_clock_skew_minutes: How far (0–120 minutes) in the future of the journey's
+            clock a reported session completion may be; a later one is refused (a device or
+            booking system with a wrong clock, or a mistyped date).
         screening: Screening numbers and drug list.
     """
 
@@ -210,6 +312,9 @@ class Protocol(BaseModel):
     max_sessions_per_course: int = Field(default=6, ge=1)
     planning_horizon_years: int = Field(default=10, ge=1, le=50)
     booking_notice_days: int = Field(default=1, ge=0)
+    review_early_days: int = Field(default=3, ge=0, le=14)
+    spf_factor: int = Field(default=50, ge=15, le=100)
+    completion_clock_skew_minutes: int = Field(default=10, ge=0, le=120)
     screening: ScreeningRules = Field(default_factory=ScreeningRules)
 
     @field_validator("sessions_by_grade")
@@ -290,6 +395,18 @@ class Protocol(BaseModel):
             known = ", ".join(self.sessions_by_grade)
             raise ValueError(f"unknown pore-size grade {grade!r}; known grades: {known}") from None
 
+    def spf_label(self) -> str:
+        """The sun protection as named to patients and staff, e.g. ``"SPF 50"``."""
+        return f"SPF {self.spf_factor}"
+
+    def spf_period(self) -> str:
+        """How long sun protection lasts after the last session, e.g. ``"2 months"``."""
+        return _months_text(self.spf_months)
+
+    def review_period(self) -> str:
+        """When the review is, counted from the last session, e.g. ``"3 months"``."""
+        return _months_text(self.review_months)
+
     def interval_bounds(self, conservative: bool = False) -> tuple[int, int, int]:
         """The interval rules in force.
 
@@ -308,6 +425,11 @@ class Protocol(BaseModel):
             self.target_interval_min_days,
             self.target_interval_max_days,
         )
+
+
+def _months_text(months: int) -> str:
+    """``1`` → ``"1 month"``, ``3`` → ``"3 months"``."""
+    return f"{months} month" if months == 1 else f"{months} months"
 
 
 def _normalise_summer(months: tuple[int, ...]) -> tuple[int, ...]:

@@ -9,13 +9,19 @@ Boundaries (defaults; ``today`` is the screening day in the clinic's zone):
     * isotretinoin → until ``add_months(last dose, isotretinoin_washout_months)`` (6); eligible
       on that day itself; with no last-dose date (still taking it) until
       ``add_months(today, isotretinoin_washout_months)``, the earliest it could end;
-    * a listed photosensitising drug → until the clinician's ``drug_washout_until``, or
-      ``today + photosensitising_drug_washout_days`` (30) when none is given; a drug not on the
-      clinic's list → deferred with no date, a clinician decides;
+    * a photosensitising drug on the clinic's list (a class such as "tetracyclines" or one of
+      its generic names such as "doxycycline") → until the clinician's ``drug_washout_until``;
+      with no washout date → deferred with **no** date and the clinician task "set the washout
+      date for doxycycline (tetracyclines)" (there is no default washout); a drug not on the
+      list → deferred with no date (unless the clinician gave a washout), a clinician decides;
     * pregnancy → until the staff's ``pregnancy_recheck_on`` if it is after today, else no date;
     * other condition (free text) → deferred with no date, a clinician decides;
     * photosensitivity, malignant lesions → excluded, unless a clinician overrides with a reason.
 A washout or re-check date on or before ``today`` means that contraindication is over.
+
+Clinician-only answers: ``clinician_override_reason`` and ``drug_washout_until`` count only when
+``screen(..., by_clinician=True)``. Otherwise each is ignored, with a reason ``clinician_only``
+and a clinician task (the exclusion stays; a listed drug waits for a clinician's date).
 The deferred ``until`` is the latest deferral date, or None if any deferral has no date (staff
 or a clinician must decide; re-screening on a date would not resolve it).
 
@@ -33,10 +39,11 @@ from workflows.calendar import add_months
 from workflows.protocol import Protocol
 from workflows.reasons import Reason, format_date
 
-__all__ = ["ScreeningAnswers", "ScreeningResult", "screen"]
+__all__ = ["ScreeningAnswers", "ScreeningResult", "reaction_is_prolonged", "screen"]
 
 ANTIVIRAL_TASK = "antiviral prophylaxis before each session"
 CONSERVATIVE_FLAG = "conservative_settings"
+CLINICIAN_OVERRIDE_TASK = "review the exclusion override entered without a clinician"
 
 
 class ScreeningAnswers(BaseModel):
@@ -53,12 +60,14 @@ class ScreeningAnswers(BaseModel):
         isotretinoin: Takes or took isotretinoin.
         isotretinoin_last_dose_on: Date of the last dose, if stopped.
         photosensitising_drugs: Systemic drugs that raise photosensitivity (free names).
-        drug_washout_until: Washout end set by the clinician for those drugs.
+        drug_washout_until: Washout end for those drugs; only a clinician may set it (it is
+            ignored unless ``screen(..., by_clinician=True)``).
         fitzpatrick_type: Skin type 1–6; from ``conservative_fitzpatrick_from`` the
             ``conservative_settings`` flag is raised.
         cold_sore_history: History of herpes labialis (adds a clinician task).
         other_condition: Anything else (free text); a clinician decides.
-        clinician_override_reason: A clinician's reason to override an exclusion.
+        clinician_override_reason: A clinician's reason to override an exclusion (ignored
+            unless ``screen(..., by_clinician=True)``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -90,9 +99,11 @@ class ScreeningResult(BaseModel):
         reasons: One per contraindication found (rule codes ``pregnancy``,
             ``photosensitivity``, ``open_wounds``, ``recent_tan``, ``active_infection``,
             ``malignant_lesions``, ``isotretinoin``, ``photosensitising_drug``,
-            ``other_condition``), plus ``clinician_override`` when an exclusion was overridden.
+            ``other_condition``), plus ``clinician_override`` when an exclusion was overridden
+            and ``clinician_only`` for each clinician-only answer given without a clinician.
         flags: e.g. ``"conservative_settings"``.
-        clinician_tasks: e.g. ``"antiviral prophylaxis before each session"``.
+        clinician_tasks: e.g. ``"antiviral prophylaxis before each session"``, ``"set the
+            washout date for doxycycline (tetracyclines)"``.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -112,13 +123,30 @@ def _text(value: str | None) -> str | None:
     return stripped or None
 
 
-def screen(answers: ScreeningAnswers, today: date, protocol: Protocol) -> ScreeningResult:
+def _drug_label(given: str, drug_class: str | None) -> str:
+    """``"doxycycline (tetracyclines)"``; just the name when it is the class itself."""
+    if drug_class is None or " ".join(given.casefold().split()) == drug_class:
+        return given
+    return f"{given} ({drug_class})"
+
+
+def screen(
+    answers: ScreeningAnswers,
+    today: date,
+    protocol: Protocol,
+    *,
+    by_clinician: bool = False,
+) -> ScreeningResult:
     """Screen the answers on ``today`` with the clinic's protocol.
 
     Args:
         answers: The screening answers.
         today: The screening day, in the clinic's time zone.
         protocol: Numbers (deferral days, washouts, drug list, Fitzpatrick threshold).
+        by_clinician: True only when a clinician gave (or confirmed) the answers. Without it,
+            ``clinician_override_reason`` does not lift an exclusion and
+            ``drug_washout_until`` is ignored; each adds a reason ``clinician_only`` and a
+            clinician task.
 
     Returns:
         A :class:`ScreeningResult`; see the module docstring for every boundary.
@@ -127,6 +155,7 @@ def screen(answers: ScreeningAnswers, today: date, protocol: Protocol) -> Screen
     reasons: list[Reason] = []
     exclusions: list[Reason] = []
     deferrals: list[date | None] = []
+    tasks: list[str] = [ANTIVIRAL_TASK] if answers.cold_sore_history else []
 
     def defer(rule: str, message: str, until: date | None) -> None:
         reasons.append(Reason(rule=rule, message=message))
@@ -159,6 +188,18 @@ def screen(answers: ScreeningAnswers, today: date, protocol: Protocol) -> Screen
             )
         )
     override = _text(answers.clinician_override_reason)
+    if override is not None and not by_clinician:
+        reasons.append(
+            Reason(
+                rule="clinician_only",
+                message=(
+                    "Only a clinician may override an exclusion, so the override reason given "
+                    "here was not applied."
+                ),
+            )
+        )
+        tasks.append(CLINICIAN_OVERRIDE_TASK)
+        override = None
     if exclusions and override is not None:
         reasons.extend(
             Reason(rule=r.rule, message=f"{r.message} A clinician has overridden this.")
@@ -221,25 +262,43 @@ def screen(answers: ScreeningAnswers, today: date, protocol: Protocol) -> Screen
                     f"waits {months} months; screen again on {format_date(until)}.",
                     until,
                 )
+
+    washout = answers.drug_washout_until
+    if washout is not None and not by_clinician:
+        reasons.append(
+            Reason(
+                rule="clinician_only",
+                message=(
+                    "Only a clinician may set a drug washout date, so the date given "
+                    f"({format_date(washout)}) was not applied."
+                ),
+            )
+        )
+        tasks.append(
+            f"confirm the drug washout date ({format_date(washout)}) entered without a clinician"
+        )
+        washout = None
     known: list[str] = []
     unknown: list[str] = []
+    seen: set[str] = set()
     for drug in answers.photosensitising_drugs:
-        if not drug.strip():
+        name = drug.strip()
+        key = " ".join(name.casefold().split())
+        if not name or key in seen:
             continue
-        (known if rules.is_photosensitising(drug) else unknown).append(drug.strip())
-    washout = answers.drug_washout_until
+        seen.add(key)
+        drug_class = rules.drug_class(name)
+        (known if drug_class is not None else unknown).append(_drug_label(name, drug_class))
     if known:
         names = ", ".join(known)
         if washout is None:
-            until = today + timedelta(days=rules.photosensitising_drug_washout_days)
             defer(
                 "photosensitising_drug",
                 f"The patient takes {names}, which make the skin sensitive to light: treatment "
-                f"is deferred for the clinic's {rules.photosensitising_drug_washout_days}-day "
-                f"washout; screen again on {format_date(until)} (a clinician may set another "
-                f"date).",
-                until,
+                f"is deferred until a clinician sets the washout date.",
+                None,
             )
+            tasks.append(f"set the washout date for {names}")
         elif washout > today:
             defer(
                 "photosensitising_drug",
@@ -250,19 +309,20 @@ def screen(answers: ScreeningAnswers, today: date, protocol: Protocol) -> Screen
             )
     if unknown:
         names = ", ".join(unknown)
-        if washout is not None and washout > today:
-            defer(
-                "photosensitising_drug",
-                f"The patient takes {names}, not on the clinic's list of light-sensitising "
-                f"drugs; the clinician set a washout: screen again on {format_date(washout)}.",
-                washout,
-            )
-        elif washout is None:
+        if washout is None:
             defer(
                 "photosensitising_drug",
                 f"The patient takes {names}, not on the clinic's list of light-sensitising "
                 f"drugs: a clinician must decide whether and how long to wait.",
                 None,
+            )
+            tasks.append(f"decide whether {names} (not on the clinic's drug list) needs a washout")
+        elif washout > today:
+            defer(
+                "photosensitising_drug",
+                f"The patient takes {names}, not on the clinic's list of light-sensitising "
+                f"drugs; the clinician set a washout: screen again on {format_date(washout)}.",
+                washout,
             )
     other = _text(answers.other_condition)
     if other is not None:
@@ -276,7 +336,6 @@ def screen(answers: ScreeningAnswers, today: date, protocol: Protocol) -> Screen
     fitzpatrick = answers.fitzpatrick_type
     if fitzpatrick is not None and fitzpatrick >= rules.conservative_fitzpatrick_from:
         flags.append(CONSERVATIVE_FLAG)
-    tasks = [ANTIVIRAL_TASK] if answers.cold_sore_history else []
 
     if exclusions:
         return ScreeningResult(
@@ -291,3 +350,21 @@ def screen(answers: ScreeningAnswers, today: date, protocol: Protocol) -> Screen
     return ScreeningResult(
         outcome="eligible", until=None, reasons=reasons, flags=flags, clinician_tasks=tasks
     )
+
+
+def reaction_is_prolonged(reaction: str, day: int, protocol: Protocol) -> bool:
+    """Whether a recovery reaction is prolonged (a clinician must see it).
+
+    A reaction labelled ``"prolonged"`` always is. Any other reaction except ``"none"`` is
+    prolonged when it is still present on a day after ``protocol.recovery_days_max`` (day 8 or
+    later by default), whatever label the reporter chose: an "expected" redness on day 9 is not
+    expected any more.
+
+    Args:
+        reaction: The reported reaction (``"none"``, ``"expected"`` or ``"prolonged"``).
+        day: Days since the session (the session day is day 0).
+        protocol: Gives ``recovery_days_max``.
+    """
+    if reaction == "prolonged":
+        return True
+    return reaction != "none" and day > protocol.recovery_days_max
