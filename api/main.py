@@ -26,7 +26,16 @@ from temporalio.converter import PayloadCodec
 from api.codec_server import build_codec_router
 from api.deps import get_codec_staff
 from api.limits import BodySizeLimit
-from api.routes import health, integrations, journeys, me, plans
+from api.routes import (
+    calendar,
+    fhir,
+    health,
+    integrations,
+    journeys,
+    me,
+    plans,
+    webhooks_admin,
+)
 from api.service import (
     InvalidRequest,
     JourneyService,
@@ -170,6 +179,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         integrations.router,
         me.router,
         plans.router,
+        fhir.router,  # /fhir/R4 (docs/integrations.md)
+        calendar.router,  # .ics files and calendar feeds
+        webhooks_admin.router,  # /api/admin: webhook subscribers, dead letters, external ids
         web_pages.router,  # the dashboard and the patient page (api/web)
     ):
         app.include_router(router)
