@@ -20,8 +20,13 @@ TODAY = date(2026, 10, 1)
 P = Protocol()
 
 
-def run(by_clinician: bool = False, **answers: object) -> tuple[str, date | None, list[str]]:
-    result = screen(ScreeningAnswers.model_validate(answers), TODAY, P, by_clinician=by_clinician)
+def run(**answers: object) -> tuple[str, date | None, list[str]]:
+    result = screen(ScreeningAnswers.model_validate(answers), TODAY, P)
+    return result.outcome, result.until, [r.rule for r in result.reasons]
+
+
+def run_by_clinician(**answers: object) -> tuple[str, date | None, list[str]]:
+    result = screen(ScreeningAnswers.model_validate(answers), TODAY, P, by_clinician=True)
     return result.outcome, result.until, [r.rule for r in result.reasons]
 
 
@@ -201,12 +206,14 @@ def test_drug_matching_and_washout() -> None:
     assert run(photosensitising_drugs=["ST JOHN'S WORT"])[0:2] == ("deferred", None)
     assert run(photosensitising_drugs=["  Retinoids "])[2] == ["photosensitising_drug"]
     # the washout set by the clinician is over
-    assert run(True, photosensitising_drugs=["thiazides"], drug_washout_until=TODAY) == (
+    assert run_by_clinician(photosensitising_drugs=["thiazides"], drug_washout_until=TODAY) == (
         "eligible",
         None,
         [],
     )
-    assert run(True, photosensitising_drugs=["nsaids"], drug_washout_until=date(2026, 12, 1)) == (
+    assert run_by_clinician(
+        photosensitising_drugs=["nsaids"], drug_washout_until=date(2026, 12, 1)
+    ) == (
         "deferred",
         date(2026, 12, 1),
         ["photosensitising_drug"],
@@ -216,9 +223,9 @@ def test_drug_matching_and_washout() -> None:
     assert (outcome, until) == ("deferred", None)
     assert rules == ["photosensitising_drug", "photosensitising_drug"]
     # the clinician's date covers an unknown drug too
-    assert run(True, photosensitising_drugs=["amiodarone"], drug_washout_until=date(2026, 11, 1))[
-        0:2
-    ] == ("deferred", date(2026, 11, 1))
+    assert run_by_clinician(
+        photosensitising_drugs=["amiodarone"], drug_washout_until=date(2026, 11, 1)
+    )[0:2] == ("deferred", date(2026, 11, 1))
     # the clinic's own list decides
     clinic = Protocol(screening=ScreeningRules(photosensitising_drugs=("amiodarone",)))
     result = screen(ScreeningAnswers(photosensitising_drugs=("Amiodarone",)), TODAY, clinic)
