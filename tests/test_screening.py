@@ -255,6 +255,15 @@ def test_listed_drug_has_no_invented_washout() -> None:
     assert (mixed.outcome, mixed.until) == ("deferred", None)
 
 
+def test_class_name_is_not_repeated_in_the_task() -> None:
+    result = screen(ScreeningAnswers(photosensitising_drugs=("St John's Wort",)), TODAY, P)
+    assert result.clinician_tasks == ["set the washout date for St John's Wort"]
+    both = screen(
+        ScreeningAnswers(photosensitising_drugs=("St John's Wort", "st johns  wort")), TODAY, P
+    )
+    assert both.clinician_tasks == result.clinician_tasks  # the same drug, counted once
+
+
 def test_unknown_drug_adds_a_clinician_task() -> None:
     result = screen(ScreeningAnswers(photosensitising_drugs=("amiodarone",)), TODAY, P)
     assert result.clinician_tasks == [

@@ -44,6 +44,7 @@ __all__ = [
     "ScreeningRules",
     "clinic_protocol_from_dict",
     "load_clinic_protocol",
+    "normalise_drug_name",
 ]
 
 PoreGrade = Literal["small", "moderate", "large"]
@@ -83,10 +84,16 @@ class DateRange(BaseModel):
         return self.start <= d <= self.end
 
 
-def _normalise_drug(name: str) -> str:
-    """Normalise a drug name for matching: case-folded, apostrophes dropped, single spaces."""
+def normalise_drug_name(name: str) -> str:
+    """Normalise a drug name for matching: case-folded, apostrophes dropped, single spaces.
+
+    ``"St John's  Wort"`` → ``"st johns wort"``; a blank name gives ``""``.
+    """
     cleaned = name.replace("'", "").replace("’", "").casefold()
     return " ".join(cleaned.split())
+
+
+_normalise_drug = normalise_drug_name
 
 
 DEFAULT_PHOTOSENSITISING_DRUGS: dict[str, tuple[str, ...]] = {

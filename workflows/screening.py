@@ -18,12 +18,12 @@ Boundaries (defaults; ``today`` is the screening day in the clinic's zone):
     * other condition (free text) → deferred with no date, a clinician decides;
     * photosensitivity, malignant lesions → excluded, unless a clinician overrides with a reason.
 A washout or re-check date on or before ``today`` means that contraindication is over.
+The deferred ``until`` is the latest deferral date, or None if any deferral has no date (staff
+or a clinician must decide; re-screening on a date would not resolve it).
 
 Clinician-only answers: ``clinician_override_reason`` and ``drug_washout_until`` count only when
 ``screen(..., by_clinician=True)``. Otherwise each is ignored, with a reason ``clinician_only``
 and a clinician task (the exclusion stays; a listed drug waits for a clinician's date).
-The deferred ``until`` is the latest deferral date, or None if any deferral has no date (staff
-or a clinician must decide; re-screening on a date would not resolve it).
 
 Pure and deterministic; safe in the Temporal workflow sandbox.
 """
@@ -36,7 +36,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.calendar import add_months
-from workflows.protocol import Protocol
+from workflows.protocol import Protocol, normalise_drug_name
 from workflows.reasons import Reason, format_date
 
 __all__ = ["ScreeningAnswers", "ScreeningResult", "reaction_is_prolonged", "screen"]
@@ -125,7 +125,7 @@ def _text(value: str | None) -> str | None:
 
 def _drug_label(given: str, drug_class: str | None) -> str:
     """``"doxycycline (tetracyclines)"``; just the name when it is the class itself."""
-    if drug_class is None or " ".join(given.casefold().split()) == drug_class:
+    if drug_class is None or normalise_drug_name(given) == drug_class:
         return given
     return f"{given} ({drug_class})"
 
@@ -283,7 +283,7 @@ def screen(
     seen: set[str] = set()
     for drug in answers.photosensitising_drugs:
         name = drug.strip()
-        key = " ".join(name.casefold().split())
+        key = normalise_drug_name(name)
         if not name or key in seen:
             continue
         seen.add(key)
