@@ -7,6 +7,9 @@ Settings come from the environment (``TEMPORAL_ADDRESS``, ``DATABASE_URL``…); 
 
 * 2: bad input (a field breaks a rule)       * 4: refused by the journey (every reason)
 * 3: no such journey or patient              * 5: Temporal or PostgreSQL unavailable
+
+The service, the schemas and the protocol are imported inside the commands, so that
+``journey --help`` and shell completion never load Temporal, FastAPI or asyncpg.
 """
 
 from __future__ import annotations
@@ -17,39 +20,22 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time
-from typing import Annotated, Any, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, cast
 
-import pydantic
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from activities.repository import StaffRole
-from api import schemas
-from api.service import (
-    InvalidRequest,
-    JourneyNotFound,
-    JourneyService,
-    RequestRefused,
-    ServiceError,
-    ServiceUnavailable,
-    TemporalConnector,
-)
-from worker.database import create_pool, database_url, migrate
-from worker.settings import Settings
-from workflows.messages import ReviewRequest
-from workflows.protocol import DateRange
+from cli.codes import BAD_INPUT, NOT_FOUND, REFUSED, UNAVAILABLE
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from activities.repository import StaffRole
+    from api.service import JourneyService
+    from workflows.protocol import DateRange
 
 __all__ = ["register"]
 
 T = TypeVar("T")
-
-EXIT_CODES: dict[type[ServiceError], int] = {
-    InvalidRequest: 2,
-    JourneyNotFound: 3,
-    RequestRefused: 4,
-    ServiceUnavailable: 5,
-}
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="Why (kept in the timeline).")]
@@ -61,6 +47,10 @@ class _BadInput(ValueError):
 
 @asynccontextmanager
 async def _service() -> AsyncIterator[JourneyService]:
+    from api.service import JourneyService, ServiceUnavailable, TemporalConnector
+    from worker.database import create_pool, database_url, migrate
+    from worker.settings import Settings
+
     # Fresh settings each time (not the cached get_settings()): one command, one environment.
     settings = Settings()
     try:
@@ -84,20 +74,37 @@ def _run(work: Callable[[JourneyService], Awaitable[T]]) -> T:
         async with _service() as service:
             return await work(service)
 
+    from api.service import (
+        InvalidRequest,
+        JourneyNotFound,
+        RequestRefused,
+        ServiceError,
+        ServiceUnavailable,
+    )
+
+    exit_codes: dict[type[ServiceError], int] = {
+        InvalidRequest: BAD_INPUT,
+        JourneyNotFound: NOT_FOUND,
+        RequestRefused: REFUSED,
+        ServiceUnavailable: UNAVAILABLE,
+    }
     try:
         return asyncio.run(main())
     except RequestRefused as err:
-        _fail(f"refused ({err.error_type}): " + "; ".join(r.message for r in err.reasons), 4)
+        message = "; ".join(r.message for r in err.reasons)
+        _fail(f"refused ({err.error_type}): {message}", REFUSED)
     except ServiceError as err:
-        _fail(err.message, EXIT_CODES.get(type(err), 1))
+        _fail(err.message, exit_codes.get(type(err), 1))
     except (_BadInput, ValueError) as err:
-        _fail(_one_line(err), 2)
+        _fail(_one_line(err), BAD_INPUT)
     except OSError as err:
-        _fail(f"cannot reach a service: {type(err).__name__}: {err}", 5)
+        _fail(f"cannot reach a service: {type(err).__name__}: {err}", UNAVAILABLE)
     raise AssertionError("unreachable")
 
 
 def _one_line(err: Exception) -> str:
+    import pydantic
+
     if isinstance(err, pydantic.ValidationError):
         return "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in err.errors()
@@ -114,6 +121,8 @@ def _emit(data: Any, as_json: bool, table: Callable[[], Table | str]) -> None:
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
         return
+    from rich.console import Console
+
     Console().print(table())
 
 
@@ -125,6 +134,10 @@ def _parse_date(text: str, what: str) -> date:
 
 
 def _parse_trip(text: str) -> DateRange:
+    import pydantic
+
+    from workflows.protocol import DateRange
+
     start, sep, end = text.partition(":")
     if not sep:
         raise _BadInput(f"--trip {text!r} must be START:END, e.g. 2027-05-01:2027-05-10")
@@ -137,6 +150,8 @@ def _parse_trip(text: str) -> DateRange:
 
 
 def _control_table(result: dict[str, Any]) -> Table:
+    from rich.table import Table
+
     t = Table("stage", "previous stage")
     t.add_row(result["stage"], result["previous_stage"])
     return t
@@ -159,6 +174,11 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Enrol a patient and start their journey; prints the patient id and link."""
+        import pydantic
+        from rich.table import Table
+
+        from api import schemas
+
         try:
             request = schemas.EnrolRequest(
                 patient=schemas.PatientIn(
@@ -174,7 +194,7 @@ def register(app: typer.Typer) -> None:
                 time_scale=time_scale,
             )
         except (pydantic.ValidationError, _BadInput) as err:
-            _fail(_one_line(err), 2)
+            _fail(_one_line(err), BAD_INPUT)
         result = _run(lambda s: s.enrol(request))
         data = result.model_dump(mode="json")
 
@@ -198,6 +218,10 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """List journeys from the read model."""
+        from rich.table import Table
+
+        from api import schemas
+
         if before is not None and before.tzinfo is None:
             before = before.replace(tzinfo=UTC)
         rows, total = _run(
@@ -244,6 +268,8 @@ def register(app: typer.Typer) -> None:
     @app.command("status")
     def status(patient: str, as_json: JsonOpt = False) -> None:
         """A journey's live status (stage, sessions, next action, flags)."""
+        from rich.table import Table
+
         st = _run(lambda s: s.status(patient))
 
         def table() -> Table:
@@ -309,11 +335,14 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Move a session (refused with every rule it breaks)."""
+        from rich.table import Table
+
         try:
             new_date = _parse_date(to, "--date")
             new_time = time.fromisoformat(at) if at else None
         except ValueError as err:
-            _fail(str(err) if isinstance(err, _BadInput) else f"--time {at!r} is not HH:MM", 2)
+            message = str(err) if isinstance(err, _BadInput) else f"--time {at!r} is not HH:MM"
+            _fail(message, BAD_INPUT)
         result = _run(lambda s: s.reschedule(patient, session, new_date, new_time))
 
         def table() -> Table:
@@ -351,6 +380,11 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Record the 3-month review (as a clinician)."""
+        import pydantic
+        from rich.table import Table
+
+        from workflows.messages import ReviewRequest
+
         try:
             request = ReviewRequest(
                 outcome=outcome,
@@ -359,7 +393,7 @@ def register(app: typer.Typer) -> None:
                 reviewed_by="clinician",
             )
         except pydantic.ValidationError as err:
-            _fail(_one_line(err), 2)
+            _fail(_one_line(err), BAD_INPUT)
         r = _run(lambda s: s.review(patient, request)).model_dump(mode="json")
 
         def table() -> Table:
@@ -385,8 +419,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create a staff user and print their bearer token once (only its hash is stored)."""
         if role not in ("staff", "clinician", "admin"):
-            _fail(f"--role {role!r} must be staff, clinician or admin", 2)
-        staff_role = cast(StaffRole, role)  # checked just above
+            _fail(f"--role {role!r} must be staff, clinician or admin", BAD_INPUT)
+        staff_role = cast("StaffRole", role)  # checked just above
         row, token = _run(lambda s: s.add_staff(name, staff_role))
         data = {"id": row.id, "name": row.name, "role": row.role, "token": token}
         _emit(

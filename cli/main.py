@@ -2,33 +2,64 @@
 
 ``main()`` turns any unexpected exception into one line on stderr and exit code 1 (never a
 traceback); long-running commands leave through ``cli.processes.finish`` (flush, ``os._exit``).
+
+Only Typer and the command modules' signatures load here: Temporal, FastAPI, asyncpg, pydantic
+and the protocol are imported inside the commands that use them, so ``journey --help``,
+``journey --version`` and shell completion answer at once.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import sys
+from typing import Annotated
 
 import typer
 
-from cli import plan, processes
+from cli import journeys, plan, processes
+from cli.codes import ERROR, EXIT_CODES_HELP, INTERRUPTED
 
 app = typer.Typer(
     name="journey",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     help="Durable patient journeys for laser facial pore contraction.",
+    epilog=EXIT_CODES_HELP,
 )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pore-journey")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"journey {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Durable patient journeys for laser facial pore contraction."""
+
+
 plan.register(app)
 processes.register(app)
-
-# cli/journeys.py (enrol, list, status, signals) is being written by another engineer; until it
-# lands the CLI must still work. Once it exists, replace this with a plain import.
-if importlib.util.find_spec("cli.journeys") is not None:
-    from cli import journeys
-
-    journeys.register(app)
+journeys.register(app)
 
 
 def main() -> None:
@@ -39,9 +70,9 @@ def main() -> None:
         raise
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except Exception as error:  # the contract: one line and a non-zero exit, never a traceback
         message = str(error).splitlines()[0] if str(error) else ""
         sys.stderr.write(f"error: {type(error).__name__}{': ' + message if message else ''}\n")
         sys.stderr.flush()
-        sys.exit(1)
+        sys.exit(ERROR)

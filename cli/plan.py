@@ -15,26 +15,17 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from workflows.calendar import clinic_today
-from workflows.planner import CoursePlan, plan_course
-from workflows.protocol import (
-    ClinicProtocol,
-    DateRange,
-    ProtocolFileError,
-    clinic_protocol_from_dict,
-    load_clinic_protocol,
-)
-from workflows.reasons import format_weekday_date
+from cli.codes import BAD_INPUT
+
+if TYPE_CHECKING:
+    from workflows.planner import CoursePlan
+    from workflows.protocol import ClinicProtocol, DateRange
 
 __all__ = ["register"]
-
-BAD_INPUT = 2
 
 
 class _BadInput(Exception):
@@ -49,6 +40,8 @@ def _parse_date(text: str, what: str) -> date:
 
 
 def _parse_trip(text: str) -> DateRange:
+    from workflows.protocol import DateRange
+
     parts = text.split(":")
     if len(parts) != 2:
         raise _BadInput(f"--trip {text!r} must be START:END, e.g. 2027-05-01:2027-05-10")
@@ -62,6 +55,8 @@ def _parse_trip(text: str) -> DateRange:
 def _clinic_protocol(
     clinic_file: str | None, timezone: str | None, hemisphere: str | None
 ) -> ClinicProtocol:
+    from workflows.protocol import clinic_protocol_from_dict, load_clinic_protocol
+
     if clinic_file is not None:
         if timezone is not None or hemisphere is not None:
             raise _BadInput("use either --clinic or --timezone/--hemisphere, not both")
@@ -97,6 +92,11 @@ def _plan_json(plan: CoursePlan) -> str:
 
 
 def _print_plan(plan: CoursePlan, grade: str, cp: ClinicProtocol) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from workflows.reasons import format_weekday_date
+
     console = Console()
     lo, hi = plan.interval_days
     title = (
@@ -161,6 +161,10 @@ def plan_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Plan a course: session dates, SPF 50 window and review date, with the waiting reason."""
+    from workflows.calendar import clinic_today
+    from workflows.planner import plan_course
+    from workflows.protocol import ProtocolFileError
+
     try:
         if pore_size is None:
             raise _BadInput("--pore-size is required (small, moderate or large)")

@@ -13,12 +13,13 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 
-from worker.settings import Settings, get_settings
+if TYPE_CHECKING:
+    from worker.settings import Settings
 
 __all__ = ["finish", "register"]
 
@@ -39,6 +40,8 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _settings(**overrides: object) -> Settings:
+    from worker.settings import get_settings
+
     try:
         settings = get_settings()
     except ValueError as error:  # pydantic's ValidationError is a ValueError
