@@ -27,9 +27,19 @@ if TYPE_CHECKING:
 ChannelName = Literal["email", "sms", "staff"]
 
 
+class Attachment(BaseModel):
+    """A file sent with a message (the booking's ``.ics``; see :mod:`activities.ics`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    filename: str
+    content_type: str  # e.g. "text/calendar; method=REQUEST"
+    content: str
+
+
 class OutgoingMessage(BaseModel):
     """One rendered message and where it goes (``to``: an address, a phone number, or
-    ``staff``)."""
+    ``staff``), with its attachments (e-mail only)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -37,6 +47,7 @@ class OutgoingMessage(BaseModel):
     to: str
     subject: str
     body: str
+    attachments: tuple[Attachment, ...] = ()
 
 
 class PermanentDeliveryError(Exception):
@@ -85,7 +96,7 @@ class FileChannel:
                             return
                     except json.JSONDecodeError:
                         continue  # a torn line from a crash mid-write is not a match
-                record = {
+                record: dict[str, object] = {
                     "provider_key": provider_key,
                     "channel": message.channel,
                     "to": message.to,
@@ -93,6 +104,8 @@ class FileChannel:
                     "body": message.body,
                     "written_at": datetime.now(UTC).isoformat(),
                 }
+                if message.attachments:
+                    record["attachments"] = [a.model_dump() for a in message.attachments]
                 file.write(json.dumps(record, ensure_ascii=False) + "\n")
                 file.flush()
             finally:
@@ -153,6 +166,16 @@ class SmtpChannel:
         email["Message-ID"] = message_id(provider_key, self.sender)
         email["X-Idempotency-Key"] = provider_key
         email.set_content(message.body)
+        for a in message.attachments:
+            maintype, _, rest = a.content_type.partition("/")
+            subtype, *options = (part.strip() for part in rest.split(";"))
+            email.add_attachment(
+                a.content.encode(),
+                maintype=maintype,
+                subtype=subtype,
+                filename=a.filename,
+                params=dict(o.split("=", 1) for o in options if "=" in o),
+            )
         smtp: smtplib.SMTP
         if self.port == 465:
             smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout)

@@ -36,7 +36,8 @@ from typing import Any, Literal
 
 import asyncpg
 
-from activities.channels import Channel, OutgoingMessage, PermanentDeliveryError
+from activities import ics
+from activities.channels import Attachment, Channel, OutgoingMessage, PermanentDeliveryError
 from activities.messages_text import render
 
 logger = logging.getLogger(__name__)
@@ -164,6 +165,8 @@ class OutboxDispatcher:
             return
         try:
             message = self._compose(row, recipient)
+            if row.audience == "patient" and row.channel == "email":
+                message = await self._with_invitation(row, message)
             await self._channel.send(message, row.provider_key)
         except PermanentDeliveryError as error:
             await self._record_failure(row, token, str(error), permanent=True)
@@ -180,6 +183,21 @@ class OutboxDispatcher:
             # carries the same provider key, so the channel delivers once.
             logger.warning("lease lost before marking sent", extra=ids)
             self._count("lease_lost", row)
+
+    async def _with_invitation(self, row: _Claimed, message: OutgoingMessage) -> OutgoingMessage:
+        """A booking, a move or a withdrawal carries its ``.ics`` (activities/ics.py)."""
+        found = await ics.invitation(
+            self._pool, row.workflow_id, row.kind, row.params, row.notification_key
+        )
+        if found is None:
+            return message
+        name, method, content = found
+        attachment = Attachment(
+            filename=name,
+            content_type=f"text/calendar; method={method}; charset=utf-8",
+            content=content.decode(),
+        )
+        return message.model_copy(update={"attachments": (attachment,)})
 
     def _compose(self, row: _Claimed, recipient: Any) -> OutgoingMessage:
         if row.channel == "staff":

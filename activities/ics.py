@@ -17,7 +17,8 @@ opaque patient id only (feeds end up in third-party calendar clouds).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
@@ -30,6 +31,7 @@ __all__ = [
     "CalendarSession",
     "build_calendar",
     "clinic_sessions",
+    "invitation",
     "journey_sessions",
     "session_uid",
 ]
@@ -193,3 +195,61 @@ async def clinic_sessions(
         limit,
     )
     return [CalendarSession(**dict(r)) for r in rows]
+
+
+# ---------------------------------------------------------------- notification attachments
+
+# Which notifications carry an invitation, and its method.
+INVITATION_KINDS: dict[str, Method] = {
+    "booking_confirmation": "REQUEST",
+    "session_rebooked": "REQUEST",
+    "journey_withdrawn": "CANCEL",
+}
+_COURSE_IN_KEY = re.compile(r"^c(\d{1,4}):")
+
+
+async def invitation(
+    pool: asyncpg.Pool, workflow_id: str, kind: str, params: Mapping[str, str], key: str
+) -> tuple[str, Method, bytes] | None:
+    """The ``.ics`` a patient notification carries: ``(filename, method, content)``, or
+    ``None`` when the kind carries none or the appointment is not in the read model.
+
+    A booking or a move is a ``REQUEST`` of that session at its current state (the latest
+    SEQUENCE; a session cancelled meanwhile is a ``CANCEL``); a withdrawal cancels every
+    cancelled session of the course. The course comes from the notification key
+    (``c<course>:...``) or the journey row.
+    """
+    method = INVITATION_KINDS.get(kind)
+    if method is None:
+        return None
+    m = _COURSE_IN_KEY.match(key)
+    course = (
+        int(m.group(1))
+        if m
+        else await pool.fetchval(
+            "SELECT course_number FROM journeys WHERE workflow_id = $1", workflow_id
+        )
+    )
+    if course is None:
+        return None
+    if method == "REQUEST":
+        session = params.get("session", "")
+        if not session.isdigit():
+            return None
+        found = await journey_sessions(
+            pool, workflow_id, course_number=int(course), session_number=int(session)
+        )
+        if not found:
+            return None
+        method = "CANCEL" if found[0].cancelled else "REQUEST"
+        name = f"session-{session}.ics"
+    else:
+        found = [
+            s
+            for s in await journey_sessions(pool, workflow_id, course_number=int(course))
+            if s.cancelled
+        ]
+        if not found:
+            return None
+        name = "cancelled-sessions.ics"
+    return name, method, build_calendar(found, method=method)
