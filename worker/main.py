@@ -26,6 +26,7 @@ from activities.channels import build_channel
 from activities.dispatcher import MetricsHook, OutboxDispatcher, Outcome
 from activities.repository import count_by_stage, ensure_default_clinic
 from activities.store import build_activities
+from activities.webhooks import WebhookDispatcher
 from worker.client import connect_client
 from worker.database import EmbeddedPostgres, create_pool, database_url, migrate
 from worker.logging_setup import configure_logging
@@ -224,7 +225,8 @@ async def run_worker(
 async def run_dispatcher(
     settings: Settings, *, stop: asyncio.Event | None = None, telemetry: bool = True
 ) -> None:
-    """Send due notifications from the outbox until ``stop`` is set (or SIGTERM/SIGINT).
+    """Send due notifications from the outbox, and the outbound webhooks, until ``stop`` is
+    set (or SIGTERM/SIGINT).
 
     Each row is leased before it is sent and sent with a provider key, so a dispatcher killed
     between send and mark never sends twice (see ``activities.dispatcher``). Stopping lets the
@@ -257,7 +259,8 @@ async def run_dispatcher(
                 # tied to no request: the dispatcher's SQL stays out of traces. Its outcomes
                 # are counted (notifications_sent/failed) and logged instead.
                 with suppress_instrumentation():
-                    await dispatcher.run(stop)
+                    # Outbound webhooks (activities/webhooks.py) share the process and its stop.
+                    await asyncio.gather(dispatcher.run(stop), WebhookDispatcher(pool).run(stop))
             finally:
                 # Also when run() was cancelled: the refresher must end before the pool closes
                 # (``stop`` may be shared with the worker, so it is not set here).
