@@ -139,6 +139,8 @@ _DB_DOWN_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 
+_CLEANUP_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *_DB_DOWN_ERRORS)
+
 
 # ---------------------------------------------------------------- errors
 
@@ -690,7 +692,7 @@ class JourneyService:
                     f"was removed ({why}).",
                     {"reason": why, "journey_started": started},
                 )
-        except (asyncpg.PostgresError, *_DB_DOWN_ERRORS) as db_err:
+        except _CLEANUP_ERRORS as db_err:
             logger.error(
                 "could not remove the patient row of a failed enrolment %s: %s",
                 patient_id,

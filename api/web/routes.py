@@ -2,12 +2,13 @@
 own page, server-rendered from the read model, with actions through :class:`JourneyService`.
 
 Security:
-    * Staff log in with their staff token once; it is kept in a session cookie signed with
-      itsdangerous (a key derived from ``JOURNEY_PATIENT_LINK_SECRET`` with its own salt),
-      HttpOnly, SameSite=Lax, Secure on https, valid for a working day. Every request checks
-      the token against ``staff_users`` again, so disabling a user ends their session at once.
-    * Every POST form carries a CSRF token: a signed double-submit cookie (SameSite=Strict)
-      that must equal the form field; a value planted without the secret fails the signature.
+    * Staff log in with their staff token once; the session cookie then holds a random
+      server-side session id (``staff_sessions``, :mod:`api.web.sessions`), never the token:
+      HttpOnly, SameSite=Lax, Secure on https and always in production, valid for a working
+      day. Logout ends the session in the database; disabling the user ends all of theirs.
+    * Every staff POST form carries the CSRF token bound to the session (stored with it). The
+      login form and the patient's forms (no session) use a signed double-submit cookie
+      (SameSite=Strict) that must equal the form field.
     * The patient page is reached by the per-journey link token only and shows that journey
       alone; ``Referrer-Policy: no-referrer`` keeps the token out of other sites' logs.
     * Pages are ``Cache-Control: no-store`` (they carry personal data) and a strict CSP (no
@@ -34,7 +35,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
-from itsdangerous import BadSignature, Signer, URLSafeTimedSerializer
+from itsdangerous import BadSignature, Signer
 from starlette.datastructures import FormData
 
 from activities import repository
@@ -47,7 +48,7 @@ from api.service import (
     actor_for,
 )
 from api.tokens import InvalidPatientToken, PatientTokenExpired, verify_patient_token
-from api.web import views
+from api.web import sessions, views
 from worker.settings import Settings
 from workflows.calendar import local_datetime
 from workflows.ids import workflow_id
@@ -64,8 +65,7 @@ STATIC_FILES: Final[dict[str, str]] = {"app.css": "text/css", "live.js": "text/j
 
 SESSION_COOKIE: Final = "pj_staff"
 CSRF_COOKIE: Final = "pj_csrf"
-# Salts per purpose: a patient link signed with the same secret never passes as a session.
-SESSION_SALT: Final = "journey.staff-session.v1"
+# A salt of its own: a patient link signed with the same secret never passes as a CSRF token.
 CSRF_SALT: Final = "journey.csrf.v1"
 SESSION_MAX_AGE: Final = 12 * 3600  # a working day; staff log in again the next morning
 PAGE_SIZE: Final = 25
@@ -172,13 +172,12 @@ def _pool(request: Request) -> asyncpg.Pool:
 
 
 def _https(request: Request) -> bool:
-    return request.url.scheme == "https" or _settings(request).journey_public_url.startswith(
-        "https://"
+    settings = _settings(request)
+    return (
+        settings.journey_env == "production"
+        or request.url.scheme == "https"
+        or settings.journey_public_url.startswith("https://")
     )
-
-
-def _session_serializer(settings: Settings) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(settings.journey_patient_link_secret, salt=SESSION_SALT)
 
 
 def _csrf_signer(settings: Settings) -> Signer:
@@ -219,6 +218,19 @@ def _check_csrf(request: Request, form: FormData) -> None:
         raise _Forbidden()
 
 
+async def _check_staff_csrf(request: Request, form: FormData) -> None:
+    """Refuse a staff POST without a live session or whose form token is not the session's
+    own CSRF token (403)."""
+    session = await _staff_session(request)
+    sent = form.get("csrf_token")
+    if (
+        session is None
+        or not isinstance(sent, str)
+        or not hmac.compare_digest(session.csrf_token, sent)
+    ):
+        raise _Forbidden()
+
+
 class _Forbidden(Exception):
     """A form without a valid CSRF token."""
 
@@ -240,8 +252,10 @@ def _render(
     context: Mapping[str, Any],
     status_code: int = 200,
 ) -> HTMLResponse:
-    """Render a page with the CSRF token (setting its cookie when new) and the headers."""
-    csrf = _valid_csrf_cookie(request)
+    """Render a page with the CSRF token (the session's for a logged-in staff member, else the
+    double-submit cookie's, setting it when new) and the headers."""
+    session: sessions.StaffSession | None = getattr(request.state, "staff_session", None)
+    csrf = session.csrf_token if session is not None else _valid_csrf_cookie(request)
     fresh = csrf is None
     if csrf is None:
         csrf = _new_csrf(request)
@@ -276,18 +290,20 @@ def _safe_next(value: str | None) -> str:
     return "/"
 
 
-async def _session_staff(request: Request) -> StaffRow | None:
+async def _staff_session(request: Request) -> sessions.StaffSession | None:
+    """The live session of the cookie (looked up once per request), or None."""
+    if hasattr(request.state, "staff_session"):
+        cached: sessions.StaffSession | None = request.state.staff_session
+        return cached
     cookie = request.cookies.get(SESSION_COOKIE)
-    if not cookie:
-        return None
-    try:
-        data = _session_serializer(_settings(request)).loads(cookie, max_age=SESSION_MAX_AGE)
-    except BadSignature:
-        return None
-    token = data.get("t") if isinstance(data, dict) else None
-    if not isinstance(token, str):
-        return None
-    return await repository.get_staff_by_token(_pool(request), token)
+    session = await sessions.get_session(_pool(request), cookie) if cookie else None
+    request.state.staff_session = session
+    return session
+
+
+async def _session_staff(request: Request) -> StaffRow | None:
+    session = await _staff_session(request)
+    return None if session is None else session.staff
 
 
 session_staff = _session_staff  # the codec endpoint accepts the dashboard login too
@@ -442,10 +458,20 @@ async def login(request: Request) -> Response:
             {"next": next_path, "error": "That staff token is not valid."},
             status_code=401,
         )
+    session_id, session = await sessions.create_session(
+        _pool(request), staff.id, timedelta(seconds=SESSION_MAX_AGE)
+    )
+    if session is None:  # disabled between the two statements
+        return _render(
+            request,
+            "login.html",
+            {"next": next_path, "error": "That staff token is not valid."},
+            status_code=401,
+        )
     response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
-        _session_serializer(_settings(request)).dumps({"t": token}),
+        session_id,
         max_age=SESSION_MAX_AGE,
         httponly=True,
         samesite="lax",
@@ -459,12 +485,13 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    """End the staff session."""
+    """End the staff session (in the database: the cookie is worthless afterwards)."""
     form = await request.form()
     try:
-        _check_csrf(request, form)
+        await _check_staff_csrf(request, form)
     except _Forbidden:
         return _error_page(request, 403, "Form expired", "Reload the page and try again.")
+    await sessions.end_session(_pool(request), request.cookies.get(SESSION_COOKIE, ""))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     response.delete_cookie(CSRF_COOKIE, path="/")
@@ -774,8 +801,10 @@ async def journey_action(request: Request, patient_id: str, action: str) -> Resp
     """A staff action; success redirects back, a refusal is shown next to its form."""
     form = await request.form()
     try:
-        _check_csrf(request, form)
+        await _check_staff_csrf(request, form)
     except _Forbidden:
+        if await _session_staff(request) is None:
+            await _page_staff(request)  # logged out or expired: to the login page
         return _error_page(request, 403, "Form expired", "Reload the page and try again.")
     staff = await _page_staff(request)
     if action not in STAFF_ACTIONS:
