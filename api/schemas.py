@@ -144,6 +144,14 @@ class TripIn(DateRange):
     start: ClinicDate
     end: ClinicDate
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_workflow_type(cls, data: Any) -> Any:
+        # Callers in Python (the CLI, the demo) may hand the workflow's own type.
+        if isinstance(data, DateRange) and not isinstance(data, cls):
+            return data.model_dump()
+        return data
+
     @model_validator(mode="after")
     def _not_absurdly_long(self) -> TripIn:
         days = (self.end - self.start).days + 1
@@ -174,6 +182,14 @@ class ScreeningAnswersIn(ScreeningAnswers):
     drug_washout_until: ClinicDate | None = None
     other_condition: safe_multiline_text(MAX_NOTE) | None = None  # type: ignore[valid-type]
     clinician_override_reason: safe_multiline_text(MAX_NOTE) | None = None  # type: ignore[valid-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_workflow_type(cls, data: Any) -> Any:
+        # Callers in Python (the CLI, the demo) may hand the workflow's own type.
+        if isinstance(data, ScreeningAnswers) and not isinstance(data, cls):
+            return data.model_dump()
+        return data
 
     def to_answers(self) -> ScreeningAnswers:
         """The workflow's type (the API's subclass never reaches Temporal)."""

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from activities.repository import StaffRole
+    from api.schemas import TripIn
     from api.service import JourneyService
-    from workflows.protocol import DateRange
 
 __all__ = ["register"]
 
@@ -133,18 +133,16 @@ def _parse_date(text: str, what: str) -> date:
         raise _BadInput(f"{what} {text!r} is not a date; use YYYY-MM-DD") from None
 
 
-def _parse_trip(text: str) -> DateRange:
+def _parse_trip(text: str) -> TripIn:
     import pydantic
 
-    from workflows.protocol import DateRange
+    from api.schemas import TripIn
 
     start, sep, end = text.partition(":")
     if not sep:
         raise _BadInput(f"--trip {text!r} must be START:END, e.g. 2027-05-01:2027-05-10")
     try:
-        return DateRange(
-            start=_parse_date(start, "--trip start"), end=_parse_date(end, "--trip end")
-        )
+        return TripIn(start=_parse_date(start, "--trip start"), end=_parse_date(end, "--trip end"))
     except pydantic.ValidationError as err:
         raise _BadInput(f"--trip {text!r}: {err.errors()[0]['msg']}") from None
 
@@ -171,6 +169,12 @@ def register(app: typer.Typer) -> None:
         numbing: Annotated[bool, typer.Option("--numbing/--no-numbing")] = False,
         trip: Annotated[list[str] | None, typer.Option(help="Planned trip START:END.")] = None,
         time_scale: Annotated[float, typer.Option(help="Simulation clock (1 = real time).")] = 1.0,
+        idempotency_key: Annotated[
+            str | None,
+            typer.Option(
+                help="Makes a retry safe: the same key answers the same patient and journey."
+            ),
+        ] = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Enrol a patient and start their journey; prints the patient id and link."""
@@ -195,7 +199,16 @@ def register(app: typer.Typer) -> None:
             )
         except (pydantic.ValidationError, _BadInput) as err:
             _fail(_one_line(err), BAD_INPUT)
-        result = _run(lambda s: s.enrol(request))
+        if idempotency_key is not None:
+            try:
+                from workflows.bounds import IdempotencyKeyText
+
+                key = pydantic.TypeAdapter(IdempotencyKeyText).validate_python(idempotency_key)
+            except pydantic.ValidationError as err:
+                _fail(f"--idempotency-key: {err.errors()[0]['msg']}", BAD_INPUT)
+        else:
+            key = None
+        result = _run(lambda s: s.enrol(request, caller="cli", idempotency_key=key))
         data = result.model_dump(mode="json")
 
         def table() -> Table:

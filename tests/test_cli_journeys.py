@@ -166,3 +166,18 @@ async def test_installed_journey_command(cli: Cli) -> None:
     )
     _, err = await proc.communicate()
     assert proc.returncode == 3 and err.decode() == "error: No journey for patient p_nobody.\n"
+
+
+async def test_enrol_with_an_idempotency_key_answers_the_same_patient_on_a_retry(cli: Cli) -> None:
+    args = ("--email", "jo@example.com", "--grade", "small", "--idempotency-key", "import-17")
+    first = await cli.run("enrol", "--name", "Jo Example", *args, "--json")
+    assert first.exit_code == 0, first.output
+    again = await cli.run("enrol", "--name", "Jo Example", *args, "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["patient_id"] == json.loads(first.stdout)["patient_id"]
+    assert json.loads(again.stdout)["workflow_id"] == json.loads(first.stdout)["workflow_id"]
+    assert await cli.pool.fetchval("SELECT count(*) FROM patients") == 1
+    # The same key for another enrolment is refused, and nothing is stored for it.
+    other = await cli.run("enrol", "--name", "Someone Else", *args, "--json")
+    assert other.exit_code == 2 and "Idempotency-Key" in other.stderr
+    assert await cli.pool.fetchval("SELECT count(*) FROM patients") == 1
