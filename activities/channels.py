@@ -17,12 +17,9 @@ import smtplib
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
-
-if TYPE_CHECKING:
-    from worker.settings import Settings
 
 ChannelName = Literal["email", "sms", "staff"]
 
@@ -197,22 +194,3 @@ def message_id(provider_key: str, sender: str) -> str:
     domain = sender.rpartition("@")[2] or "pore-journey.invalid"
     digest = hashlib.sha256(provider_key.encode()).hexdigest()[:40]
     return f"<{digest}@{domain}>"
-
-
-def build_channel(settings: Settings) -> Channel:
-    """The channel the settings choose: ``file`` (default, ``settings.outbox_file``) or ``smtp``.
-
-    Raises:
-        ValueError: ``smtp`` is chosen but ``SMTP_HOST`` is not set.
-    """
-    if settings.notification_channel == "smtp":
-        if not settings.smtp_host:
-            raise ValueError("NOTIFICATION_CHANNEL=smtp needs SMTP_HOST")
-        return SmtpChannel(
-            settings.smtp_host,
-            settings.smtp_port,
-            settings.smtp_user,
-            settings.smtp_password,
-            settings.smtp_sender,
-        )
-    return FileChannel(settings.outbox_file)

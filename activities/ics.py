@@ -144,7 +144,8 @@ def build_calendar(
         calendar.add_missing_timezones(
             first_date=date(first.year - 1, 1, 1), last_date=date(last.year + 2, 1, 1)
         )
-    return calendar.to_ical()
+    ical: bytes = calendar.to_ical()
+    return ical
 
 
 _SESSIONS = """

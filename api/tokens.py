@@ -34,7 +34,9 @@ class PatientTokenExpired(InvalidPatientToken):
 
 
 def _serializer(settings: Settings) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(settings.journey_patient_link_secret, salt=PATIENT_LINK_SALT)
+    return URLSafeTimedSerializer(
+        settings.journey_patient_link_secret.get_secret_value(), salt=PATIENT_LINK_SALT
+    )
 
 
 def make_patient_token(settings: Settings, patient_id: str) -> str:

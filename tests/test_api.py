@@ -465,7 +465,9 @@ def _token_signed_days_ago(settings: Settings, patient_id: str, days: int) -> st
             return int(time.time()) - days * 86_400
 
     serializer = URLSafeTimedSerializer(
-        settings.journey_patient_link_secret, salt=PATIENT_LINK_SALT, signer=PastSigner
+        settings.journey_patient_link_secret.get_secret_value(),
+        salt=PATIENT_LINK_SALT,
+        signer=PastSigner,
     )
     return serializer.dumps({"p": patient_id})
 

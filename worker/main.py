@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
-from activities.channels import build_channel
 from activities.dispatcher import MetricsHook, OutboxDispatcher, Outcome
 from activities.repository import count_by_stage, ensure_default_clinic
 from activities.store import build_activities
@@ -30,6 +29,7 @@ from activities.webhooks import WebhookDispatcher
 from worker.client import connect_client
 from worker.database import EmbeddedPostgres, create_pool, database_url, migrate
 from worker.logging_setup import configure_logging
+from worker.notifications import build_channel
 from worker.registry import build_worker
 from worker.settings import Settings
 from worker.telemetry import (

@@ -6,16 +6,24 @@ and commands can build their own :class:`Settings`.
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workflows.ids import DEFAULT_TASK_QUEUE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+logger = logging.getLogger(__name__)
+
+# Our own names before Temporal's environment configuration; read until release 0.3.
+DEPRECATED_ENV = {
+    "temporal_tls_client_cert": "TEMPORAL_TLS_CLIENT_CERT_PATH",
+    "temporal_tls_client_key": "TEMPORAL_TLS_CLIENT_KEY_PATH",
+}
 
 DEV_PATIENT_LINK_SECRET = "dev-only-patient-link-secret-change-me"  # refused outside development
 # Lets `make run` accept signed webhooks from a local script (integration "dev"); refused in
@@ -36,10 +44,21 @@ class Settings(BaseSettings):
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     temporal_task_queue: str = DEFAULT_TASK_QUEUE
-    temporal_api_key: str | None = None
-    temporal_tls: bool = False
-    temporal_tls_client_cert: Path | None = None
-    temporal_tls_client_key: Path | None = None
+    # Connection: the names of Temporal's environment configuration (temporalio.envconfig), which
+    # the SDK and the `temporal` CLI read too. TEMPORAL_PROFILE picks a profile of the TOML file
+    # TEMPORAL_CONFIG_FILE (default ~/.config/temporalio/temporal.toml); a variable set here
+    # overrides the profile (worker/client.py).
+    temporal_profile: str | None = None
+    temporal_config_file: Path | None = None
+    temporal_api_key: SecretStr | None = None
+    temporal_tls: bool | None = None
+    temporal_tls_client_cert_path: Path | None = None
+    temporal_tls_client_key_path: Path | None = None
+    temporal_tls_server_ca_cert_path: Path | None = None
+    temporal_tls_server_name: str | None = None
+    # The names before envconfig (see DEPRECATED_ENV): copied to the new ones with a warning.
+    temporal_tls_client_cert: Path | None = Field(default=None, repr=False)
+    temporal_tls_client_key: Path | None = Field(default=None, repr=False)
     temporal_ui_port: int = 8233
 
     database_url: str | None = Field(
@@ -49,7 +68,7 @@ class Settings(BaseSettings):
     database_pool_min: int = 1
     database_pool_max: int = 10
 
-    journey_codec_keys: str | None = Field(
+    journey_codec_keys: SecretStr | None = Field(
         default=None, description="Payload encryption keys: 'id:base64key,id2:base64key'."
     )
     journey_codec_active_key: str | None = None
@@ -61,10 +80,10 @@ class Settings(BaseSettings):
         ),
     )
 
-    journey_patient_link_secret: str = DEV_PATIENT_LINK_SECRET
+    journey_patient_link_secret: SecretStr = SecretStr(DEV_PATIENT_LINK_SECRET)
     journey_patient_link_days: int = 120
-    journey_integration_secrets: dict[str, str] = Field(
-        default_factory=lambda: {"dev": DEV_INTEGRATION_SECRET},
+    journey_integration_secrets: dict[str, SecretStr] = Field(
+        default_factory=lambda: {"dev": SecretStr(DEV_INTEGRATION_SECRET)},
         description='HMAC secrets per integration, JSON: {"booking": "...", "emr": "..."}.',
     )
     journey_webhook_tolerance_seconds: int = 300
@@ -86,18 +105,34 @@ class Settings(BaseSettings):
     smtp_host: str | None = None
     smtp_port: int = 587
     smtp_user: str | None = None
-    smtp_password: str | None = None
+    smtp_password: SecretStr | None = None
     smtp_sender: str = "clinic@example.invalid"
 
     metrics_prometheus_bind: str | None = None
     log_level: str = "INFO"
 
     @model_validator(mode="after")
+    def _deprecated_names(self) -> Settings:
+        for old, new in DEPRECATED_ENV.items():
+            value = getattr(self, old)
+            if value is None:
+                continue
+            logger.warning(
+                "%s is deprecated: use %s (the old name is read until release 0.3)",
+                old.upper(),
+                new,
+            )
+            if getattr(self, new.lower()) is None:
+                setattr(self, new.lower(), value)
+        return self
+
+    @model_validator(mode="after")
     def _no_dev_secrets_outside_development(self) -> Settings:
         if self.journey_env == "production":
-            if self.journey_patient_link_secret == DEV_PATIENT_LINK_SECRET:
+            if self.journey_patient_link_secret.get_secret_value() == DEV_PATIENT_LINK_SECRET:
                 raise ValueError("JOURNEY_PATIENT_LINK_SECRET must be set outside development")
-            if DEV_INTEGRATION_SECRET in self.journey_integration_secrets.values():
+            secrets = self.integration_secrets()
+            if DEV_INTEGRATION_SECRET in secrets.values():
                 raise ValueError(
                     "JOURNEY_INTEGRATION_SECRETS must not use the development secret in production"
                 )
@@ -108,6 +143,10 @@ class Settings(BaseSettings):
             if not self.journey_public_url.startswith("https://"):
                 raise ValueError("JOURNEY_PUBLIC_URL must be an https:// URL in production")
         return self
+
+    def integration_secrets(self) -> dict[str, str]:
+        """The webhook HMAC secrets in clear, for the signature check only."""
+        return {name: s.get_secret_value() for name, s in self.journey_integration_secrets.items()}
 
     @property
     def outbox_file(self) -> Path:

@@ -125,7 +125,7 @@ def _clean(value: Any) -> Any:
 
 def build(kind: str, data: dict[str, Any]) -> dict[str, Any]:
     """Validate ``data`` as the R4B model of ``kind``; returns its JSON form."""
-    model = (
+    model: type[Any] = (
         RESOURCE_TYPES.get(kind)
         or {
             "Bundle": Bundle,

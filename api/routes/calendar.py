@@ -142,6 +142,7 @@ async def _new_feed(
             clinic_id,
         )
     )
+    assert row is not None  # INSERT … RETURNING always returns the row
     base = str(settings.journey_public_url).rstrip("/")
     return CalendarFeedOut(
         id=row["id"],

@@ -108,7 +108,7 @@ async def _session_completed(
     raw = await request.body()
     try:
         integration = verify_signature(
-            settings.journey_integration_secrets,
+            settings.integration_secrets(),
             body=raw,
             signature=request.headers.get("x-signature"),
             timestamp=request.headers.get("x-timestamp"),

@@ -165,6 +165,7 @@ async def create_subscriber(
         )
     except asyncpg.ForeignKeyViolationError:
         raise _invalid("body.clinic_id", "unknown_clinic", "No clinic has this id.") from None
+    assert row is not None  # INSERT … RETURNING always returns the row
     return SubscriberCreated(**dict(row), secret=secret)
 
 
@@ -317,4 +318,5 @@ async def put_external_id(
         )
     except asyncpg.ForeignKeyViolationError:
         raise _invalid("body.patient_id", "unknown_patient", "No patient has this id.") from None
+    assert row is not None  # INSERT … RETURNING always returns the row
     return ExternalIdOut.model_validate(dict(row))

@@ -181,7 +181,7 @@ def _https(request: Request) -> bool:
 
 
 def _csrf_signer(settings: Settings) -> Signer:
-    return Signer(settings.journey_patient_link_secret, salt=CSRF_SALT)
+    return Signer(settings.journey_patient_link_secret.get_secret_value(), salt=CSRF_SALT)
 
 
 def _valid_csrf_cookie(request: Request) -> str | None:
