@@ -5,8 +5,6 @@ so the worker keeps running while requests wait for updates)."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import statistics
 import time
@@ -26,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import repository
 from activities.store import build_activities
+from api.inbound import sign_hmac_v2
 from api.main import create_app
 from api.tokens import PATIENT_LINK_SALT, make_patient_token
 from tests.fixtures_temporal import new_worker
@@ -152,12 +151,15 @@ def signed(
     at: int | None = None,
 ) -> dict[str, str]:
     ts = str(at if at is not None else int(time.time()))
-    sig = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+    idem = key or str(uuid.uuid4())
+    # HMAC v2 (api/inbound.py): the signature covers the integration and the key too.
+    signer = integration or next((n for n, s in SECRETS.items() if s == secret), "emr")
+    sig = sign_hmac_v2(secret, int(ts), signer, idem, body)
     headers = {
         "Content-Type": "application/json",
         "X-Timestamp": ts,
         "X-Signature": f"sha256={sig}",
-        "Idempotency-Key": key or str(uuid.uuid4()),
+        "Idempotency-Key": idem,
     }
     if integration:
         headers["X-Integration"] = integration
@@ -579,7 +581,7 @@ async def test_webhook_burst_each_session_done_once(stack: Stack) -> None:
     assert sorted(r["workflow_id"] for r in done) == sorted(workflow_id(p) for p in journeys)
     assert all(r["n"] == 1 for r in done)
     keys = await stack.pool.fetchval(
-        "SELECT count(*) FROM idempotency_keys WHERE scope = 'session-completed'"
+        "SELECT count(*) FROM idempotency_keys WHERE scope = 'session-completed:emr'"
     )
     assert keys == 160
     latencies.sort()

@@ -8,8 +8,6 @@ Screenshots of every page land in ``test-artifacts/screenshots/`` for review.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import socket
 import time
@@ -30,6 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities import repository
 from activities.store import build_activities
 from api import schemas
+from api.inbound import sign_hmac_v2
 from api.main import create_app
 from api.service import JourneyService
 from tests.fixtures_temporal import new_worker
@@ -195,14 +194,14 @@ def signed_completion(patient_id: str) -> tuple[bytes, dict[str, str]]:
             "completed_at": datetime.now(UTC).isoformat(),
         }
     ).encode()
-    ts = str(int(time.time()))
-    sig = hmac.new(DEVICE_SECRET.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+    ts = int(time.time())
+    key = f"web-test-{uuid.uuid4()}"
     return body, {
         "Content-Type": "application/json",
-        "X-Timestamp": ts,
-        "X-Signature": f"sha256={sig}",
+        "X-Timestamp": str(ts),
+        "X-Signature": f"sha256={sign_hmac_v2(DEVICE_SECRET, ts, 'device', key, body)}",
         "X-Integration": "device",
-        "Idempotency-Key": f"web-test-{uuid.uuid4()}",
+        "Idempotency-Key": key,
     }
 
 

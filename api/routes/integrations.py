@@ -1,8 +1,10 @@
 """Integrations: a booking system, EMR or laser device reports that a session happened.
 
-``POST /api/integrations/session-completed`` is signed (see :mod:`api.signatures`) and needs an
-``Idempotency-Key``. It answers 202 only once Temporal has accepted the signal, so nothing
-acknowledged is lost. A repeat with the same key answers exactly what the first got and sends
+``POST /api/integrations/session-completed`` is signed (Standard Webhooks, or HMAC v2; see
+:mod:`api.inbound`) with its idempotency key (``webhook-id`` or ``Idempotency-Key``), which is
+scoped per integration; the patient and session may be named by the integration's own ids
+(``external_patient_id``, ``external_appointment_id``: the ``external_ids`` mapping). It
+answers 202 only once Temporal has accepted the signal, so nothing acknowledged is lost. A repeat with the same key answers exactly what the first got and sends
 nothing; two copies racing each other both reach the workflow, which applies the key once
 (the key is the signal's ``idempotency_key``). Checks run in this order: signature (401), then
 the key and the body (422), then the journey (404).
@@ -23,8 +25,14 @@ from fastapi.responses import JSONResponse
 from activities import repository
 from api import schemas
 from api.deps import ServiceDep, SettingsDep
+from api.inbound import (
+    InvalidKey,
+    SignatureError,
+    UnknownExternalId,
+    resolve_external_ids,
+    verify_inbound,
+)
 from api.service import JourneyNotFound, ServiceUnavailable
-from api.signatures import SignatureError, verify_signature
 from worker.telemetry import get_metrics
 
 router = APIRouter(prefix="/api/integrations", tags=["integrations"])
@@ -59,10 +67,18 @@ def _body_error(loc: tuple[str | int, ...], rule: str, message: str) -> RequestV
             {
                 "name": h,
                 "in": "header",
-                "required": h != "X-Integration",
+                "required": False,  # one of the two schemes (api/inbound.py)
                 "schema": {"type": "string"},
             }
-            for h in ("Idempotency-Key", "X-Signature", "X-Timestamp", "X-Integration")
+            for h in (
+                "webhook-id",
+                "webhook-timestamp",
+                "webhook-signature",
+                "Idempotency-Key",
+                "X-Signature",
+                "X-Timestamp",
+                "X-Integration",
+            )
         ],
     },
 )
@@ -106,13 +122,13 @@ async def _session_completed(
     """The webhook's checks and effect; sets ``labels["integration"]`` once verified and
     ``labels["outcome"]`` (``accepted``, ``duplicate``) on success."""
     raw = await request.body()
+    # Standard Webhooks or HMAC v2; both sign the integration (its secret), the key, the
+    # timestamp and the body. Keys are scoped per integration (api/inbound.py).
     try:
-        integration = verify_signature(
-            settings.integration_secrets(),
-            body=raw,
-            signature=request.headers.get("x-signature"),
-            timestamp=request.headers.get("x-timestamp"),
-            integration=request.headers.get("x-integration"),
+        identity = verify_inbound(
+            settings.journey_integration_secrets,
+            request.headers,
+            raw,
             tolerance_seconds=settings.journey_webhook_tolerance_seconds,
         )
     except SignatureError as err:
@@ -120,18 +136,18 @@ async def _session_completed(
             status.HTTP_401_UNAUTHORIZED,
             detail=[{"rule": "bad_signature", "message": f"Refused: {err}."}],
         ) from None
+    except InvalidKey as err:
+        raise _body_error(("header", err.header), "required", str(err)) from None
+    integration, key = identity.integration, identity.key
     labels["integration"] = integration
-    key = (request.headers.get("idempotency-key") or "").strip()
-    if not key or len(key) > MAX_KEY_LENGTH:
-        raise _body_error(
-            ("header", "Idempotency-Key"),
-            "required",
-            f"An Idempotency-Key header of 1–{MAX_KEY_LENGTH} characters is required.",
-        )
     if len(raw) > MAX_BODY_BYTES:
         raise _body_error(("body",), "too_large", "The body is larger than 64 KiB.")
     try:
-        fact = schemas.SessionCompletedIn.model_validate_json(raw)
+        resolved = await service.db(resolve_external_ids(service.pool, integration, raw))
+    except UnknownExternalId as err:
+        raise _body_error(("body", err.field), "unknown_external_id", str(err)) from None
+    try:
+        fact = schemas.SessionCompletedIn.model_validate_json(resolved)
     except pydantic.ValidationError as err:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in err.errors(include_url=False)]
@@ -141,7 +157,7 @@ async def _session_completed(
     ).hexdigest()
 
     stored = await service.db(
-        repository.get_idempotent_response(service.pool, IDEMPOTENCY_SCOPE, key)
+        repository.get_idempotent_response(service.pool, identity.scope(IDEMPOTENCY_SCOPE), key)
     )
     duplicate = stored is not None
     if stored is None:
@@ -149,7 +165,7 @@ async def _session_completed(
             fact.patient_id,
             fact.session_number,
             fact.completed_at,
-            idempotency_key=key,
+            idempotency_key=identity.fact_key,
             source=fact.source or integration,
         )
         answer = schemas.SessionCompletedOut(
@@ -162,7 +178,7 @@ async def _session_completed(
         stored = await service.db(
             repository.save_idempotent_response(
                 service.pool,
-                IDEMPOTENCY_SCOPE,
+                identity.scope(IDEMPOTENCY_SCOPE),
                 key,
                 request_hash,
                 status.HTTP_202_ACCEPTED,
