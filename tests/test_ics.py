@@ -6,6 +6,7 @@ notification dispatcher sends carries the invitation."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,6 +18,7 @@ from activities import ics, repository
 from activities.channels import FileChannel
 from activities.dispatcher import OutboxDispatcher
 from tests.integration_rows import JourneyRows, Session, new_patient
+from worker.logging_setup import AccessLogRedactor
 from workflows.protocol import ClinicProtocol, ClinicSettings
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -143,3 +145,18 @@ async def test_booking_confirmation_email_carries_the_invitation(
     assert int(event["SEQUENCE"]) == step  # type: ignore[index]
     assert event["DTSTART"].dt == STARTS  # type: ignore[index]
     assert "attachments" not in lines[f"{j.workflow_id}:c1:aftercare-1"]
+
+
+def test_access_log_drops_feed_tokens() -> None:
+    """A feed link is a credential: uvicorn's access log shows its route, not the token."""
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/calendar/feeds/cal_SECRET.ics?x=1", "1.1", 200),
+        None,
+    )
+    assert AccessLogRedactor().filter(record)
+    assert record.getMessage() == '127.0.0.1:5 - "GET /calendar/feeds/{token} HTTP/1.1" 200'

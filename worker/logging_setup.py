@@ -151,6 +151,8 @@ class ReadableFormatter(logging.Formatter):
 # The patient's page carries its link token in the path (/p/<token>/...); query strings may
 # carry one too (?token=...). Both are credentials to a patient's journey.
 _PATIENT_PATH = re.compile(r"^/p/[^/?]+")
+# A private calendar feed link is a credential too (api/routes/calendar.py).
+_FEED_PATH = re.compile(r"^/calendar/feeds/[^/?]+")
 ACCESS_LOGGER = "uvicorn.access"
 
 
@@ -166,6 +168,7 @@ class AccessLogRedactor(logging.Filter):
         args = record.args
         if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
             path = _PATIENT_PATH.sub("/p/{token}", args[2].split("?", 1)[0])
+            path = _FEED_PATH.sub("/calendar/feeds/{token}", path)
             record.args = (args[0], args[1], path, args[3], args[4])
         return True
 
