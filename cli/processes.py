@@ -9,14 +9,17 @@ sdk-python#300), and a clean stop must exit 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+
+from cli.codes import ERROR, OK
 
 if TYPE_CHECKING:
     from worker.settings import Settings
@@ -145,7 +148,14 @@ def api(
         _fail(f"the API cannot start: {missing}")
     import uvicorn
 
-    server = uvicorn.Server(
+    class _Server(uvicorn.Server):
+        # uvicorn re-raises the signal it caught once it has stopped (exit -15 on SIGTERM);
+        # our handlers stop it instead, so a graceful stop exits 0 like every other process.
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    server = _Server(
         uvicorn.Config(
             "api.main:create_app",
             factory=True,
@@ -156,17 +166,27 @@ def api(
     )
 
     async def main() -> int:
-        from worker.main import setup_process
+        from worker.main import setup_process, stop_on_signals
         from worker.telemetry import shutdown_telemetry
 
         # Logging, tracing (OTLP only when configured), metrics and asyncpg spans; uvicorn's
         # own loggers go through the same handler (log_config=None above).
         setup_process("api", settings)
+        stop = asyncio.Event()
+        remove_handlers = stop_on_signals(stop)
+
+        async def stop_server() -> None:
+            await stop.wait()
+            server.should_exit = True  # finish open requests, run the lifespan shutdown
+
+        stopper = asyncio.create_task(stop_server(), name="api-stop")
         try:
             await server.serve()
         finally:
+            stopper.cancel()
+            remove_handlers()
             shutdown_telemetry()  # flush batched spans before the process exits
-        return 0
+        return OK if server.started else ERROR
 
     _run_long(main)
 
