@@ -86,9 +86,8 @@ def _event(s: CalendarSession, audience: Audience, stamp: datetime) -> Event:
     if s.arrive_by is not None:
         arrive = s.arrive_by.astimezone(zone)
         minutes = int((s.starts_at - s.arrive_by).total_seconds() // 60)
-        lines.append(
-            f"Please arrive at {arrive:%H:%M} ({minutes} minutes early) for the numbing cream."
-        )
+        early = f" ({minutes} minutes early)" if 0 < minutes <= 240 else ""
+        lines.append(f"Please arrive at {arrive:%H:%M}{early} for the numbing cream.")
     status = "CANCELLED" if s.cancelled else "CONFIRMED" if s.status == "booked" else "TENTATIVE"
     if s.status in ("done", "no_show"):
         status = "CONFIRMED"
