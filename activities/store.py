@@ -13,6 +13,7 @@ of type ``InvalidRecord``; an unknown clinic raises ``UnknownClinic``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -55,6 +56,10 @@ ON CONFLICT (workflow_id, course_number, session_number) DO UPDATE SET
 WHERE a.version < EXCLUDED.version
 """
 
+_CURRENT_STATUS = """
+SELECT status FROM journeys WHERE workflow_id = $1 FOR UPDATE
+"""
+
 _UPSERT_JOURNEY = """
 INSERT INTO journeys AS j
     (workflow_id, patient_id, clinic_id, version, stage, course_number, sessions_planned,
@@ -80,12 +85,26 @@ ON CONFLICT (workflow_id) DO UPDATE SET
 WHERE j.version < EXCLUDED.version
 """
 
+_CANCEL_NOTIFICATIONS = """
+UPDATE notification_outbox SET status = 'cancelled', cancelled_at = now()
+WHERE workflow_id = $1 AND status = 'pending' AND ($2 OR notification_key = ANY($3::text[]))
+"""
+
 _INSERT_NOTIFICATION = """
 INSERT INTO notification_outbox
-    (workflow_id, notification_key, patient_id, kind, audience, channel, params, provider_key)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    (workflow_id, notification_key, patient_id, kind, audience, channel, params, provider_key,
+     next_attempt_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, now()))
 ON CONFLICT (workflow_id, notification_key) DO NOTHING
 """
+
+
+def _datetime(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _date(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value else None
 
 
 def provider_key(workflow_id: str, notification_key: str) -> str:
@@ -116,8 +135,8 @@ class JourneyStore:
 
         * events are unique per ``(workflow_id, event key)``;
         * an appointment is replaced only by a higher step (``version = step``);
-        * the journey row is replaced only by a higher ``projection.version``, so a late
-          projection never overwrites a newer one;
+        * the journey row is replaced only by a higher step (its status merged with the
+          step's patch), so a late write never overwrites a newer one;
         * notifications are unique per ``(workflow_id, notification key)``; the channel is the
           patient's preferred one, or ``staff`` for the staff audience.
 
@@ -192,28 +211,17 @@ class JourneyStore:
                     for a in record.appointments
                 ],
             )
-        p = record.projection
-        await conn.execute(
-            _UPSERT_JOURNEY,
-            wf,
-            p.patient_id,
-            p.clinic_id,
-            p.version,
-            p.stage,
-            p.course_number,
-            p.sessions_planned,
-            p.sessions_done,
-            p.next_action,
-            p.next_action_at,
-            p.spf_until,
-            p.review_on,
-            list(p.flags),
-            p.protocol_version,
-            p.model_dump(mode="json")["status"],
-        )
+        await self._merge_status(conn, record)
+        if record.cancel_pending_notifications or record.cancel_notifications:
+            await conn.execute(
+                _CANCEL_NOTIFICATIONS,
+                wf,
+                record.cancel_pending_notifications,
+                list(record.cancel_notifications),
+            )
         if record.notifications:
             preferred = await conn.fetchval(
-                "SELECT preferred_channel FROM patients WHERE patient_id = $1", p.patient_id
+                "SELECT preferred_channel FROM patients WHERE patient_id = $1", record.patient_id
             )
             if preferred is None and any(n.audience == "patient" for n in record.notifications):
                 activity.logger.warning(
@@ -226,16 +234,42 @@ class JourneyStore:
                     (
                         wf,
                         n.key,
-                        p.patient_id,
+                        record.patient_id,
                         n.kind,
                         n.audience,
                         STAFF_CHANNEL if n.audience == "staff" else (preferred or FALLBACK_CHANNEL),
                         dict(n.params),
                         provider_key(wf, n.key),
+                        n.send_at,
                     )
                     for n in record.notifications
                 ],
             )
+
+    async def _merge_status(self, conn: asyncpg.Connection, record: StepRecord) -> None:
+        """Merge the step's status patch into the read model; the list columns come from the
+        merged status, so a write carries only what changed."""
+        stored = await conn.fetchval(_CURRENT_STATUS, record.workflow_id)
+        status: dict[str, Any] = {**(stored or {}), **record.status_patch}
+        sessions = status.get("sessions") or []
+        await conn.execute(
+            _UPSERT_JOURNEY,
+            record.workflow_id,
+            record.patient_id,
+            record.clinic_id,
+            record.step,
+            status.get("stage", "screening"),
+            status.get("course_number", 1),
+            len(sessions),
+            sum(1 for s in sessions if s.get("state") == "done"),
+            status.get("next_action"),
+            _datetime(status.get("next_action_at")),
+            _date(status.get("spf_until")),
+            _date(status.get("review_on")),
+            list(status.get("flags") or []),
+            status.get("protocol_version", ""),
+            status,
+        )
 
     @activity.defn
     async def load_clinic(self, ref: ClinicRef) -> ClinicProtocol:

@@ -28,7 +28,7 @@ from workflows.protocol import ClinicProtocol, ClinicSettings, Protocol
 
 # Open every day, no booking notice and a long grace: a session is due at once and stays due.
 FAST = ClinicProtocol(
-    clinic=ClinicSettings(clinic_id="fast", open_weekdays=(0, 1, 2, 3, 4, 5, 6)),
+    clinic=ClinicSettings(clinic_id="fast", open_weekdays=(0, 1, 2, 3, 4, 5, 6), sandbox=True),
     protocol=Protocol(booking_notice_days=0, no_show_grace_hours=240),
 )
 
@@ -88,7 +88,9 @@ async def test_long_history_continues_as_new_mid_course(
                 SessionCompletedSignal(
                     idempotency_key=f"s{n}",
                     session_number=n,
-                    completed_at=at + timedelta(minutes=30),
+                    # Now on the fast journey clock: a completion in its future is kept
+                    # as an anomaly, not applied.
+                    completed_at=min(at + timedelta(minutes=30), st.journey_now),
                     source="device",
                 ),
             )

@@ -5,7 +5,7 @@ events, pause/resume, withdraw and a further course (continue-as-new)."""
 from __future__ import annotations
 
 import uuid
-from datetime import date, timedelta
+from datetime import date, time, timedelta
 
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
@@ -31,6 +31,7 @@ from workflows.messages import (
     PreSessionCheckRequest,
     RecoveryCheckinSignal,
     RescheduleRequest,
+    ResolveAnomalyRequest,
     ResumeRequest,
     ReviewRequest,
     ScreeningRequest,
@@ -193,32 +194,57 @@ async def test_duplicate_and_out_of_order_signals(ts_env: WorkflowEnvironment) -
         at = st.sessions[0].starts_at
         assert at is not None
         await advance_to(ts_env, at + timedelta(minutes=30))
-        # Session 3 before session 1: refused with the reason, nothing applied.
+        # Session 3 before session 1: kept as an anomaly for staff, nothing applied.
         await handle.signal(
             PatientJourney.record_session_completed,
             SessionCompletedSignal(
                 idempotency_key="early-3", session_number=3, completed_at=at, source="emr"
             ),
         )
-        st = await eventually(handle, lambda s: len(s.refused) == 1)
-        assert st.refused[0].reasons[0].rule == "out_of_order"
+        st = await eventually(handle, lambda s: len(s.anomalies) == 1)
+        assert st.anomalies[0].reasons[0].rule == "out_of_order"
+        assert st.anomalies[0].idempotency_key == "early-3"
+        assert any("anomaly #1" in t for t in st.clinician_tasks)
         assert all(s.state != "done" for s in st.sessions)
         fact = SessionCompletedSignal(
             idempotency_key="dev-1", session_number=1, completed_at=at, source="device"
         )
         await handle.signal(PatientJourney.record_session_completed, fact)
         await handle.signal(PatientJourney.record_session_completed, fact)
-        # A second report of the same session with a different key is refused, not applied twice.
-        await handle.signal(
-            PatientJourney.record_session_completed,
+        # A second report of the same session with a different key is kept, not applied twice.
+        result = await update(
+            handle,
+            PatientJourney.report_session_completed,
             fact.model_copy(update={"idempotency_key": "emr-1"}),
         )
-        st = await eventually(handle, lambda s: len(s.refused) == 2)
-        assert st.refused[1].reasons[0].rule in ("already_completed", "not_expecting_session")
+        assert result.outcome == "anomaly"
+        assert result.reasons[0].rule in ("already_completed", "not_expecting_session")
+        # The same key again is a duplicate: answered honestly, nothing applied.
+        again = await update(handle, PatientJourney.report_session_completed, fact)
+        assert again.outcome == "duplicate"
+        st = await eventually(handle, lambda s: len(s.anomalies) == 2)
         assert [s.state for s in st.sessions] == ["done", "planned", "planned"]
+        # Staff dismiss the out-of-order report; applying it is refused while it cannot apply.
+        with pytest.raises(WorkflowUpdateFailedError) as err:
+            await update(
+                handle,
+                PatientJourney.resolve_anomaly,
+                ResolveAnomalyRequest(anomaly_id=1, action="apply", note="try"),
+            )
+        kind, rules = refusal(err)
+        assert kind == "ResolveAnomalyRefused"
+        assert rules[0] in ("out_of_order", "not_expecting_session")
+        await update(
+            handle,
+            PatientJourney.resolve_anomaly,
+            ResolveAnomalyRequest(anomaly_id=1, action="dismiss", note="sent by mistake"),
+        )
+        st = await eventually(handle, lambda s: len(s.anomalies) == 1)
+        assert not any("anomaly #1" in t for t in st.clinician_tasks)
         await settle(handle)
     assert store.event_kinds().count("session_completed") == 1
-    assert store.event_kinds().count("fact_refused") == 2
+    assert store.event_kinds().count("fact_kept") == 2
+    assert store.event_kinds().count("anomaly_resolved") == 1
 
 
 async def test_prolonged_reaction_holds_until_resume(ts_env: WorkflowEnvironment) -> None:
@@ -308,13 +334,24 @@ async def test_review_with_further_course_continues_as_new(ts_env: WorkflowEnvir
             await complete_session(ts_env, handle, n)
         st = await advance_until_stage(ts_env, handle, {"awaiting_review"})
         first_run = handle.result_run_id
+        # The review is due months after the sun-protection window opens, not at its end.
         with pytest.raises(WorkflowUpdateFailedError) as err:
             await update(
                 handle,
                 PatientJourney.record_review,
                 ReviewRequest(outcome="further_course", further_sessions=99),
             )
-        assert "further_sessions" in refusal(err)[1]
+        assert refusal(err) == ("ReviewRefused", ["review_too_early", "further_sessions"])
+        assert st.review_on is not None
+        early = st.review_on - timedelta(days=BERLIN.protocol.review_early_days)
+        await advance_to(ts_env, calendar.local_datetime(early, time(9), "Europe/Berlin"))
+        with pytest.raises(WorkflowUpdateFailedError) as err:
+            await update(
+                handle,
+                PatientJourney.record_review,
+                ReviewRequest(outcome="further_course", further_sessions=99),
+            )
+        assert refusal(err) == ("ReviewRefused", ["further_sessions"])
         result = await update(
             handle,
             PatientJourney.record_review,

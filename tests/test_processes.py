@@ -202,7 +202,7 @@ def test_journey_dev_starts_and_stops_on_ctrl_c() -> None:
 # A protocol short enough for a whole journey in seconds at a large time_scale, with a long
 # no-show grace so a session stays due while the worker restarts.
 _FAST_CLINIC = {
-    "clinic": {"clinic_id": "fast", "name": "Fast test clinic", "timezone": "UTC"},
+    "clinic": {"clinic_id": "fast", "name": "Fast test clinic", "timezone": "UTC", "sandbox": True},
     "protocol": {
         "version": "fast-test",
         "min_interval_days": 14,

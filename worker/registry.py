@@ -22,10 +22,13 @@ PASSTHROUGH_MODULES = (
     "pydantic",
     "pydantic_core",
     "annotated_types",
+    "workflows.bounds",
     "workflows.calendar",
     "workflows.changes",
     "workflows.clock",
+    "workflows.guards",
     "workflows.ids",
+    "workflows.journey.state",
     "workflows.messages",
     "workflows.planner",
     "workflows.protocol",
@@ -33,6 +36,10 @@ PASSTHROUGH_MODULES = (
     "workflows.records",
     "workflows.screening",
     "workflows.season",
+    # Only its activity definitions are referenced (typed activity calls); asyncpg is not
+    # used inside the sandbox.
+    "activities.store",
+    "asyncpg",
 )
 
 

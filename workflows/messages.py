@@ -7,31 +7,20 @@ fields always get a default so old histories still deserialise.
 
 from __future__ import annotations
 
+import sys
 from datetime import date, datetime, time
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+# Re-exported: the stage names and the closed stages live in the guard table.
+from workflows.guards import CLOSED_STAGES as CLOSED_STAGES
+from workflows.guards import Stage as Stage
 from workflows.ids import PATIENT_ID_PATTERN
 from workflows.protocol import ClinicProtocol, DateRange
 from workflows.reasons import Reason
 from workflows.screening import ScreeningAnswers
 
-Stage = Literal[
-    "screening",
-    "deferred",
-    "excluded",
-    "awaiting_season",
-    "scheduled",
-    "session_due",
-    "recovery",
-    "spf_window",
-    "awaiting_review",
-    "completed",
-    "paused",
-    "withdrawn",
-]
-CLOSED_STAGES: frozenset[str] = frozenset({"excluded", "completed", "withdrawn"})
 SessionState = Literal["planned", "booked", "done", "no_show", "deferred", "cancelled"]
 Reaction = Literal["none", "expected", "prolonged"]
 Actor = Literal["patient", "staff", "clinician", "integration", "system"]
@@ -61,7 +50,11 @@ class JourneyStartRequest(_Message):
 
     ``time_scale`` is the simulation clock (a training sandbox, demos, the load benchmark):
     every wait is shortened by that factor while the journey's dates advance as simulated
-    dates. Production journeys use 1.
+    dates. Only a clinic marked ``sandbox`` runs it; elsewhere the journey runs in real time
+    and says so on its timeline. Production journeys use 1.
+
+    ``screening_by`` says who took the intake answers: only a clinician's answers may override
+    a permanent contraindication or set a drug washout.
     """
 
     patient_id: str = Field(pattern=PATIENT_ID_PATTERN)
@@ -69,33 +62,13 @@ class JourneyStartRequest(_Message):
     pore_grade: Literal["small", "moderate", "large"]
     numbing_cream: bool = False
     screening: ScreeningAnswers = ScreeningAnswers()
-    trips: list[DateRange] = []
+    screening_by: Actor = "staff"
+    trips: list[DateRange] = Field(default=[], max_length=20)
     time_scale: float = Field(default=1.0, ge=1.0, le=10_000_000.0)
     earliest_start: date | None = None
-    # Set only by continue-as-new: the next course, and what the journey already knows.
-    course_number: int = Field(default=1, ge=1)
-    course_sessions: int | None = Field(default=None, ge=1)
-    rescreen_required: bool = False
-    previous_courses: list[CourseSummary] = []
     clinic_protocol: ClinicProtocol | None = None
-    carried: JourneyCarry | None = None
-
-
-class JourneyCarry(_Message):
-    """State handed whole from one run to the next by continue-as-new."""
-
-    step: int = 0
-    sim_anchor_real: datetime | None = None
-    sim_anchor_sim: datetime | None = None
-    flags: list[str] = []
-    clinician_tasks: list[str] = []
-    seen_keys: list[str] = []
-    refused: list[RefusedRequest] = []
-    # Set only when a long history continues as new in the middle of a course.
-    sessions: list[SessionStatus] = []
-    answers: ScreeningAnswers | None = None
-    checked_in: list[int] = []
-    reminded: list[str] = []
+    # Set only by continue-as-new: everything the journey knows, handed whole to the next run.
+    carried: JourneyState | None = None
 
 
 # ---------------------------------------------------------------- signals (facts)
@@ -105,7 +78,7 @@ class SessionCompletedSignal(_Message):
     """An integration (booking, EMR, the laser device) reports that a session happened."""
 
     idempotency_key: str = IdempotencyKey
-    session_number: int = Field(ge=1)
+    session_number: int = Field(ge=1, le=100)
     completed_at: AwareDatetime
     source: str = Field(default="integration", min_length=1, max_length=64)
 
@@ -114,7 +87,7 @@ class RecoveryCheckinSignal(_Message):
     """The recovery check-in after a session (by phone, the patient page or the EMR)."""
 
     idempotency_key: str = IdempotencyKey
-    session_number: int = Field(ge=1)
+    session_number: int = Field(ge=1, le=100)
     day: int = Field(ge=0, le=60)
     reaction: Reaction
     reported_by: Actor = "patient"
@@ -141,10 +114,16 @@ class AdverseEventSignal(_Message):
 
 
 class ScreeningRequest(_Message):
-    """Answers of a re-screen (after a deferral, or before a further course)."""
+    """Answers of a re-screen (after a deferral, or before a further course).
+
+    Only ``requested_by="clinician"`` may override a permanent contraindication or set a drug
+    washout; ``staff_ref`` names the staff member on the timeline (an id, never a patient's
+    personal data).
+    """
 
     answers: ScreeningAnswers
     requested_by: Actor = "staff"
+    staff_ref: str | None = Field(default=None, max_length=64)
 
 
 class ScreeningDecision(_Message):
@@ -159,9 +138,10 @@ class ScreeningDecision(_Message):
 class PreSessionCheckRequest(_Message):
     """The answers on the day of a session, before it starts."""
 
-    session_number: int = Field(ge=1)
+    session_number: int = Field(ge=1, le=100)
     answers: ScreeningAnswers
     checked_by: Actor = "staff"
+    staff_ref: str | None = Field(default=None, max_length=64)
 
 
 class PreSessionCheckResult(_Message):
@@ -176,7 +156,7 @@ class PreSessionCheckResult(_Message):
 class RescheduleRequest(_Message):
     """Move a session: to a date (the clinic's default time) or a date and local time."""
 
-    session_number: int = Field(ge=1)
+    session_number: int = Field(ge=1, le=100)
     new_date: date
     new_time: time | None = None
     requested_by: Literal["patient", "staff"] = "patient"
@@ -219,11 +199,12 @@ class ControlResult(_Message):
 
 
 class ReviewRequest(_Message):
-    """The 3-month review: the course is complete, or a further course is needed."""
+    """The review of the result: the course is complete, or a further course is needed."""
 
     outcome: Literal["complete", "further_course"]
-    further_sessions: int | None = Field(default=None, ge=1)
+    further_sessions: int | None = Field(default=None, ge=1, le=100)
     reviewed_by: Actor = "clinician"
+    staff_ref: str | None = Field(default=None, max_length=64)
     note_ref: str | None = Field(default=None, max_length=200)
 
 
@@ -232,6 +213,38 @@ class ReviewResult(_Message):
 
     outcome: Literal["complete", "further_course"]
     next_course_number: int | None = None
+    stage: Stage
+
+
+class FactResult(_Message):
+    """What became of a fact reported through an update (the honest answer to its sender).
+
+    ``applied``: the journey applied it now. ``duplicate``: its idempotency key was applied
+    before (nothing changed). ``anomaly``: the journey cannot apply it now; it is kept, with the
+    reasons, for staff to resolve (a clinician task), and its key stays free for a resend.
+    """
+
+    outcome: Literal["applied", "duplicate", "anomaly"]
+    reasons: list[Reason] = []
+    anomaly_id: int | None = None
+    stage: Stage
+
+
+class ResolveAnomalyRequest(_Message):
+    """Staff resolve a kept fact: apply it now (if the journey can) or dismiss it."""
+
+    anomaly_id: int = Field(ge=1, le=1_000_000)
+    action: Literal["apply", "dismiss"]
+    note: str = Field(min_length=1, max_length=500)
+    requested_by: Actor = "staff"
+    staff_ref: str | None = Field(default=None, max_length=64)
+
+
+class ResolveAnomalyResult(_Message):
+    """The anomaly after staff resolved it."""
+
+    anomaly_id: int
+    resolution: Literal["applied", "dismissed"]
     stage: Stage
 
 
@@ -258,6 +271,19 @@ class RefusedRequest(_Message):
     at: datetime
     kind: str
     reasons: list[Reason]
+
+
+class Anomaly(_Message):
+    """A fact the journey could not apply when it arrived, kept for staff (never lost)."""
+
+    id: int
+    kind: str
+    idempotency_key: str
+    received_at: datetime
+    reasons: list[Reason]
+    fact: dict[str, Any] = {}
+    resolved: bool = False
+    resolution: str | None = None
 
 
 class JourneyStatus(_Message):
@@ -289,6 +315,11 @@ class JourneyStatus(_Message):
     timezone: str = "UTC"
     previous_courses: list[CourseSummary] = []
     trips: list[DateRange] = []
+    anomalies: list[Anomaly] = []
 
 
-JourneyStartRequest.model_rebuild()
+# ``JourneyStartRequest.carried`` is the journey's state, a model built from the messages above:
+# import it last. When the state module is the one importing us, it resolves the reference
+# itself once ``JourneyState`` exists (see the end of workflows/journey/state.py).
+if "workflows.journey.state" not in sys.modules:
+    from workflows.journey.state import JourneyState

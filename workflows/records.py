@@ -6,7 +6,7 @@ needs; the dispatcher looks up who to send it to in the patients table.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -54,42 +54,37 @@ class AppointmentRecord(_Record):
 
 
 class NotificationRecord(_Record):
-    """A message to put in the outbox; unique per (workflow id, key)."""
+    """A message to put in the outbox; unique per (workflow id, key).
+
+    ``send_at`` (real time) schedules it: a reminder is written with its booking, not by a step
+    of its own; a later step may cancel it by key before it is sent.
+    """
 
     key: str
     kind: NotificationKind
     audience: Literal["patient", "staff"] = "patient"
     params: dict[str, str] = {}
-
-
-class JourneyProjection(_Record):
-    """The read-model row of a journey; a row is replaced only by a higher ``version``."""
-
-    patient_id: str
-    clinic_id: str
-    version: int
-    stage: str
-    course_number: int
-    sessions_planned: int
-    sessions_done: int
-    next_action: str | None = None
-    next_action_at: datetime | None = None
-    spf_until: date | None = None
-    review_on: date | None = None
-    flags: list[str] = []
-    protocol_version: str
-    status: dict[str, Any] = {}
+    send_at: datetime | None = None
 
 
 class StepRecord(_Record):
-    """Everything one journey step writes, in one transaction, idempotent on (workflow, step)."""
+    """Everything one journey step writes, in one transaction, idempotent on (workflow, step).
+
+    ``status_patch`` holds only the top-level fields of the journey's status that changed since
+    the previous step (the whole status on the first write of a run): the store merges it into
+    the read model and derives the list columns from the merged status.
+    """
 
     workflow_id: str
     step: int
+    patient_id: str
+    clinic_id: str
+    status_patch: dict[str, Any] = {}
     events: list[JourneyEvent] = []
-    projection: JourneyProjection
     appointments: list[AppointmentRecord] = []
     notifications: list[NotificationRecord] = []
+    cancel_notifications: list[str] = []
+    cancel_pending_notifications: bool = False
 
 
 class ClinicRef(_Record):

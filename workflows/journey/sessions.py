@@ -1,0 +1,440 @@
+"""Stage: the sessions of a course: book (with its reminder scheduled), due, completed or a
+no-show that is rebooked; the pre-session check and reschedules that change them.
+
+A session's life: ``planned`` → ``booked`` (one write: the appointment, the confirmation and
+the reminder with its send time) → due on its day (no write, a search attribute only) →
+``done`` (the completion fact) or ``no_show`` (no completion by the end of the day plus the
+grace period) → replanned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from workflows import calendar
+    from workflows.changes import ChangeCheck, SessionSlot, check_session_change
+    from workflows.guards import refusal, stage_words
+    from workflows.journey import planning, recovery
+    from workflows.journey.effects import Effects, Write
+    from workflows.journey.screening import apply_answers, screen_until_eligible
+    from workflows.messages import (
+        PreSessionCheckRequest,
+        RescheduleRequest,
+        SessionCompletedSignal,
+        SessionStatus,
+    )
+    from workflows.reasons import Reason, format_date
+    from workflows.records import NotificationRecord
+
+
+def min_interval(fx: Effects) -> int:
+    p = fx.cp.protocol
+    return p.conservative_interval_min_days if fx.state.conservative() else p.min_interval_days
+
+
+def settled(fx: Effects, number: int) -> bool:
+    return fx.state.session(number).state in ("done", "no_show", "deferred", "cancelled")
+
+
+def needs_replan(fx: Effects, s: SessionStatus) -> bool:
+    """Missed or deferred, a replan asked for (a resume), a planned date inside the booking
+    notice, or a date that breaks the interval after a late completion. A booked session whose
+    day passed is a no-show instead."""
+    st = fx.state
+    if s.state in ("no_show", "deferred") or st.replan_requested:
+        return True
+    notice = timedelta(days=fx.cp.protocol.booking_notice_days)
+    if s.state == "planned" and s.planned_on < fx.today() + notice:
+        return True
+    last = st.last_done_on()
+    return last is not None and (s.planned_on - last).days < min_interval(fx)
+
+
+def session_params(fx: Effects, s: SessionStatus) -> dict[str, str]:
+    assert s.starts_at is not None
+    params = {
+        "session": str(s.number),
+        "starts_at": s.starts_at.isoformat(),
+        "timezone": fx.cp.clinic.timezone,
+    }
+    if s.arrive_by is not None:
+        params["arrive_by"] = s.arrive_by.isoformat()
+        params["arrive_early_minutes"] = str(fx.cp.protocol.numbing_lead_minutes)
+    return params
+
+
+def cancel_pending(fx: Effects) -> list[str]:
+    """Take the scheduled messages a pause, a move or a withdraw makes stale."""
+    keys, fx.state.pending_messages = fx.state.pending_messages, []
+    return keys
+
+
+def booking_messages(fx: Effects, s: SessionStatus, kind: str) -> list[NotificationRecord]:
+    """The confirmation now and the reminder at its send time (if that is still ahead)."""
+    st = fx.state
+    assert s.starts_at is not None
+    st.booking_counter += 1
+    tag = f"s{s.number}-{st.booking_counter}"
+    messages = [fx.notify(kind, f"{tag}-booked", **session_params(fx, s))]
+    reminder_at = s.starts_at - timedelta(hours=fx.cp.protocol.reminder_lead_hours)
+    if reminder_at > fx.now():
+        reminder = fx.notify(
+            "session_reminder", f"{tag}-reminder", send_at=reminder_at, **session_params(fx, s)
+        )
+        st.pending_messages.append(reminder.key)
+        messages.append(reminder)
+    return messages
+
+
+async def run_sessions(fx: Effects, continue_as_new: Callable[[], Awaitable[None]]) -> bool:
+    """Run the course's sessions and their recoveries. False: the journey closed."""
+    st = fx.state
+    while (s := st.current_session()) is not None:
+        await fx.hold_while_paused()
+        if workflow.info().is_continue_as_new_suggested():
+            await continue_as_new()
+        s = st.current_session()
+        if s is None:
+            break
+        if s.state == "deferred":
+            if not await screen_until_eligible(fx):
+                return False
+            st.replan_requested = True
+        if needs_replan(fx, s):
+            await planning.plan_and_wait_for_season(fx)
+            continue
+        await run_session(fx, s.number)
+        if st.session(s.number).state == "done":
+            await recovery.run_recovery(fx, s.number)
+    return True
+
+
+async def run_session(fx: Effects, number: int) -> None:
+    """Book, wait for the day, then for the completion; none by the end of the day plus the
+    grace period is a no-show (the caller replans)."""
+    st = fx.state
+    p = fx.cp.protocol
+    tz = fx.cp.clinic.timezone
+    while True:
+        await fx.hold_while_paused()
+        s = st.session(number)
+        if settled(fx, number) or needs_replan(fx, s):
+            return
+        assert s.starts_at is not None
+        if s.state == "planned":
+            await fx.advance(lambda: _book(fx, number))
+            continue
+        day_start = fx.day_start(s.planned_on)
+        deadline = calendar.end_of_local_day(s.planned_on, tz) + timedelta(
+            hours=p.no_show_grace_hours
+        )
+        now = fx.now()
+        if now < day_start:
+            fx.set_stage("scheduled", f"Session {number}", s.starts_at)
+            await fx.wait(day_start, lambda: settled(fx, number), "scheduled")
+            continue
+        if now < deadline:
+            if st.stage != "session_due":
+                fx.set_stage("session_due", f"Report session {number} as completed", deadline)
+            await fx.wait(deadline, lambda: settled(fx, number), "session_due")
+            continue
+        await fx.advance(lambda: _no_show(fx, number))
+        return
+
+
+def _book(fx: Effects, number: int) -> Write | None:
+    st = fx.state
+    s = st.session(number)
+    if s.state != "planned":
+        return None
+    s = st.replace_session(number, state="booked")
+    fx.set_stage("scheduled", f"Session {number}", s.starts_at)
+    assert s.starts_at is not None
+    return Write(
+        events=[
+            fx.event(
+                "session_booked",
+                "system",
+                f"Session {number} booked for {format_date(s.planned_on)}.",
+                {"session": number, "starts_at": s.starts_at.isoformat()},
+            )
+        ],
+        appointments=[fx.appointment(number)],
+        notifications=booking_messages(fx, s, "booking_confirmation"),
+    )
+
+
+def _no_show(fx: Effects, number: int) -> Write | None:
+    st = fx.state
+    s = st.session(number)
+    if s.state != "booked":
+        return None
+    s = st.replace_session(number, state="no_show")
+    st.flag("no_show")
+    st.pending_messages = []
+    return Write(
+        events=[
+            fx.event(
+                "no_show",
+                "system",
+                f"No completion reported for session {number} on {format_date(s.planned_on)}: "
+                "no-show; rebooking.",
+                {"session": number},
+            )
+        ],
+        appointments=[fx.appointment(number)],
+        notifications=[
+            fx.notify(
+                "staff_alert",
+                f"s{number}-noshow-{s.planned_on.isoformat()}",
+                "staff",
+                alert="no_show",
+                session=str(number),
+            )
+        ],
+    )
+
+
+# ----------------------------------------------------------------- the completion fact
+
+
+def completion_problems(fx: Effects, fact: SessionCompletedSignal) -> list[Reason]:
+    """Why the completion cannot be applied now (empty: it can)."""
+    st = fx.state
+    stage_refusal = refusal("session_completed", st.stage)
+    if stage_refusal is not None:
+        return [stage_refusal]
+    current = st.current_session()
+    if not st.has_session(fact.session_number):
+        return [
+            Reason(
+                rule="no_such_session",
+                message=f"This course has no session {fact.session_number}.",
+            )
+        ]
+    if st.session(fact.session_number).state == "done":
+        return [
+            Reason(
+                rule="already_completed",
+                message=f"Session {fact.session_number} was already reported as completed.",
+            )
+        ]
+    if current is None or fact.session_number != current.number:
+        expected = current.number if current else "none"
+        return [
+            Reason(
+                rule="out_of_order",
+                message=f"Session {expected} comes next, not session {fact.session_number}.",
+            )
+        ]
+    reasons: list[Reason] = []
+    p = fx.cp.protocol
+    on = calendar.clinic_today(fact.completed_at, fx.cp.clinic.timezone)
+    last = st.last_done_on()
+    if last is not None and (on - last).days < p.min_interval_days:
+        reasons.append(
+            Reason(
+                rule="too_soon_after_previous",
+                message=f"Session {fact.session_number} on {format_date(on)} is less than "
+                f"{p.min_interval_days} days after the previous one on {format_date(last)}.",
+            )
+        )
+    if fact.completed_at > fx.now() + timedelta(minutes=p.completion_clock_skew_minutes):
+        reasons.append(
+            Reason(
+                rule="in_future",
+                message=f"The completion time {fact.completed_at.isoformat()} is in the future "
+                "of the journey's clock.",
+            )
+        )
+    return reasons
+
+
+def apply_completion(fx: Effects, fact: SessionCompletedSignal) -> Write:
+    """Session done: aftercare now, the recovery check-in message scheduled for its day."""
+    st = fx.state
+    checked = st.session(fact.session_number).pre_session_checked
+    st.replace_session(
+        fact.session_number, state="done", completed_at=fact.completed_at, source=fact.source
+    )
+    if not checked:
+        st.flag("no_pre_session_check")
+    cancelled = cancel_pending(fx)
+    planning.refresh_dates(fx)
+    notifications = recovery.start(fx, fact.session_number)
+    return Write(
+        events=[
+            fx.event(
+                "session_completed",
+                "integration",
+                f"Session {fact.session_number} completed ({fact.source})"
+                + ("" if checked else "; no pre-session check was recorded")
+                + ".",
+                {
+                    "session": fact.session_number,
+                    "completed_at": fact.completed_at.isoformat(),
+                    "source": fact.source,
+                    "idempotency_key": fact.idempotency_key,
+                },
+            )
+        ],
+        appointments=[fx.appointment(fact.session_number)],
+        notifications=notifications,
+        cancel=cancelled,
+    )
+
+
+# ----------------------------------------------------------------- requests
+
+
+def pre_session_check_problems(fx: Effects, request: PreSessionCheckRequest) -> list[Reason]:
+    st = fx.state
+    stage_refusal = refusal("pre_session_check", st.stage)
+    if stage_refusal is not None:
+        return [stage_refusal]
+    current = st.current_session()
+    if current is None or request.session_number != current.number:
+        expected = current.number if current else "none"
+        return [
+            Reason(
+                rule="not_next_session",
+                message=f"The next session is session {expected}, not session "
+                f"{request.session_number}.",
+            )
+        ]
+    return []
+
+
+def apply_pre_session_check(fx: Effects, request: PreSessionCheckRequest) -> Write:
+    """Cleared, or the session is deferred (the main loop then screens again and replans)."""
+    st = fx.state
+    number = request.session_number
+    by = request.staff_ref or request.checked_by
+    result = apply_answers(fx, request.answers, request.checked_by == "clinician")
+    if result.outcome == "eligible":
+        st.replace_session(number, pre_session_checked=True)
+        return Write(
+            events=[
+                fx.event(
+                    "pre_session_check",
+                    request.checked_by,
+                    f"Pre-session check for session {number} by {by}: cleared.",
+                    {"session": number, "by": by},
+                )
+            ]
+        )
+    st.replace_session(number, state="deferred", pre_session_checked=True)
+    return Write(
+        events=[
+            fx.event(
+                "pre_session_check",
+                request.checked_by,
+                f"Pre-session check for session {number} by {by}: {result.outcome}. "
+                + "; ".join(r.message for r in result.reasons),
+                {
+                    "session": number,
+                    "by": by,
+                    "outcome": result.outcome,
+                    "reasons": [r.model_dump() for r in result.reasons],
+                },
+            )
+        ],
+        appointments=[fx.appointment(number)],
+        cancel=cancel_pending(fx),
+    )
+
+
+def check_reschedule(fx: Effects, request: RescheduleRequest) -> ChangeCheck:
+    st = fx.state
+    return check_session_change(
+        request.session_number,
+        request.new_date,
+        [
+            SessionSlot(number=s.number, on=s.planned_on, done=s.state == "done")
+            for s in st.sessions
+            if s.state != "cancelled"
+        ],
+        fx.cp,
+        today=fx.today(),
+        trips=st.trips,
+        conservative=st.conservative(),
+    )
+
+
+def reschedule_problems(fx: Effects, request: RescheduleRequest) -> list[Reason]:
+    st = fx.state
+    stage = st.paused_from if st.stage == "paused" else st.stage
+    stage_refusal = refusal("reschedule", st.stage)
+    if stage_refusal is None and stage is not None:
+        stage_refusal = refusal("reschedule", stage) if stage != st.stage else None
+    if stage_refusal is not None or not st.sessions or st.current_session() is None:
+        return [
+            Reason(
+                rule="nothing_to_reschedule",
+                message=f"There is no session to move while the journey is "
+                f"{stage_words(st.stage)}.",
+            )
+        ]
+    check = check_reschedule(fx, request)
+    return [] if check.accepted else list(check.reasons)
+
+
+def apply_reschedule(fx: Effects, request: RescheduleRequest, check: ChangeCheck) -> Write:
+    """Move the session (and later ones as needed); a booked one gets a new confirmation and
+    reminder, its old reminder is cancelled."""
+    st = fx.state
+    cancelled: list[str] = []
+    notifications: list[NotificationRecord] = []
+    for offset, new_on in enumerate(check.new_dates):
+        number = request.session_number + offset
+        fresh = planning.session_at(fx, number, new_on, request.new_time if offset == 0 else None)
+        booked = st.session(number).state == "booked"
+        moved = st.replace_session(
+            number,
+            planned_on=new_on,
+            starts_at=fresh.starts_at,
+            arrive_by=fresh.arrive_by,
+            state="booked" if booked else "planned",
+        )
+        if booked:
+            cancelled.extend(cancel_pending(fx))
+            notifications.extend(booking_messages(fx, moved, "session_rebooked"))
+        elif offset == 0:
+            # Not booked yet: the patient still hears of the new date they asked for.
+            fx.state.booking_counter += 1
+            notifications.append(
+                fx.notify(
+                    "session_rebooked",
+                    f"s{number}-{fx.state.booking_counter}-moved",
+                    **session_params(fx, moved),
+                )
+            )
+    if st.stage == "session_due":
+        first = st.session(request.session_number)
+        fx.set_stage("scheduled", f"Session {request.session_number}", first.starts_at)
+    planning.refresh_dates(fx)
+    later = check.new_dates[1:]
+    return Write(
+        events=[
+            fx.event(
+                "rescheduled",
+                request.requested_by,
+                f"Session {request.session_number} moved to {format_date(check.new_dates[0])}"
+                + (f"; later sessions: {', '.join(format_date(d) for d in later)}" if later else "")
+                + ".",
+                {
+                    "session": request.session_number,
+                    "new_dates": [d.isoformat() for d in check.new_dates],
+                },
+            )
+        ],
+        appointments=[
+            fx.appointment(request.session_number + i) for i in range(len(check.new_dates))
+        ],
+        notifications=notifications,
+        cancel=cancelled,
+    )
