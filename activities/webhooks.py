@@ -112,6 +112,10 @@ WHERE s.id = d.subscriber_id
     SELECT c.id FROM webhook_deliveries c
     WHERE ((c.status = 'pending' AND c.next_attempt_at <= now())
         OR (c.status = 'sending' AND c.leased_until < now()))
+      AND EXISTS (
+        SELECT 1 FROM webhook_subscribers live
+        WHERE live.id = c.subscriber_id AND live.disabled_at IS NULL
+      )
       AND NOT EXISTS (
         SELECT 1 FROM webhook_deliveries earlier
         WHERE earlier.subscriber_id = c.subscriber_id

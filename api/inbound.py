@@ -242,29 +242,37 @@ async def resolve_external_ids(pool: asyncpg.Pool, integration: str, body: bytes
         return body
     appointment = data.pop("external_appointment_id", None)
     patient = data.pop("external_patient_id", None)
-    if isinstance(appointment, str):
+    for field, value in (
+        ("external_appointment_id", appointment),
+        ("external_patient_id", patient),
+    ):
+        if value is not None and not (
+            isinstance(value, str) and 0 < len(value) <= 200 and value.isprintable()
+        ):
+            raise UnknownExternalId(field, str(value)[:200].encode("unicode_escape").decode())
+    if appointment is not None:
         row = await pool.fetchrow(
             """
             SELECT patient_id, session_number FROM external_ids
             WHERE integration = $1 AND kind = 'appointment' AND external_id = $2
             """,
             integration,
-            appointment[:200],
+            appointment,
         )
         if row is None:
-            raise UnknownExternalId("external_appointment_id", appointment[:200])
+            raise UnknownExternalId("external_appointment_id", appointment)
         data.setdefault("patient_id", row["patient_id"])
         data.setdefault("session_number", row["session_number"])
-    if isinstance(patient, str):
+    if patient is not None:
         found = await pool.fetchval(
             """
             SELECT patient_id FROM external_ids
             WHERE integration = $1 AND kind = 'patient' AND external_id = $2
             """,
             integration,
-            patient[:200],
+            patient,
         )
         if found is None:
-            raise UnknownExternalId("external_patient_id", patient[:200])
+            raise UnknownExternalId("external_patient_id", patient)
         data.setdefault("patient_id", found)
     return json.dumps(data).encode()

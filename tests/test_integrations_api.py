@@ -207,6 +207,8 @@ async def test_fhir_resources_parse_and_link(api: Api) -> None:
     OperationOutcome.model_validate(await api.fhir("Appointment/nonsense", 404))
     OperationOutcome.model_validate(await api.fhir("Procedure", 400))
     OperationOutcome.model_validate(await api.fhir("Appointment?date=tomorrow", 400))
+    OperationOutcome.model_validate(await api.fhir("Appointment?date=le9999-12-31", 400))
+    OperationOutcome.model_validate(await api.fhir("Flag?patient=Patient/p%00x", 400))
 
 
 async def test_fhir_needs_a_staff_token(api: Api) -> None:
@@ -314,6 +316,17 @@ async def test_webhook_admin_routes(api: Api) -> None:
     r = await api.http.post(
         "/api/admin/webhooks/subscribers",
         json={**body, "event_types": ["session_completed"]},
+        headers=api.auth(api.admin),
+    )
+    assert r.status_code == 422
+    for bad in ({"description": "a\x00b"}, {"url": "http://127.0.0.1:9/\x00"}):
+        r = await api.http.post(
+            "/api/admin/webhooks/subscribers", json={**body, **bad}, headers=api.auth(api.admin)
+        )
+        assert r.status_code == 422, r.text
+    r = await api.http.get(
+        "/api/admin/webhooks/deliveries",
+        params={"journey_id": "journey-\x00"},
         headers=api.auth(api.admin),
     )
     assert r.status_code == 422

@@ -173,6 +173,13 @@ async def test_standard_webhook_with_external_ids(stack: Stack) -> None:  # noqa
     )
     r = await stack.http.post(URL, content=unknown, headers=headers_unknown)
     assert r.status_code == 422
+    nul = body.replace(mapping["external_id"].encode(), b"EMR\\u0000VISIT")
+    headers_nul = {**headers_unknown, "webhook-id": f"msg_{uuid.uuid4().hex}"}
+    headers_nul["webhook-signature"] = sign_standard(
+        SECRETS["emr"], headers_nul["webhook-id"], int(headers_nul["webhook-timestamp"]), nul
+    )
+    r_nul = await stack.http.post(URL, content=nul, headers=headers_nul)
+    assert r_nul.status_code == 422, r_nul.text
     assert r.json()["detail"][0] == {
         "field": "body.external_appointment_id",
         "rule": "unknown_external_id",

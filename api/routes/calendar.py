@@ -211,7 +211,7 @@ async def revoke_my_feeds(service: ServiceDep, patient: PatientDep) -> RevokedOu
     responses=ERRORS,
 )
 async def create_clinic_feed(
-    clinic_id: Annotated[str, Path(min_length=1, max_length=64)],
+    clinic_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")],
     service: ServiceDep,
     settings: SettingsDep,
     admin: AdminDep,
@@ -246,7 +246,8 @@ async def _revoke(service: ServiceDep, condition: str, value: object) -> Revoked
 
 @router.get("/calendar/feeds/{token}.ics", responses=ICS_RESPONSES, response_class=Response)
 async def feed(
-    token: Annotated[str, Path(min_length=8, max_length=100)], service: ServiceDep
+    token: Annotated[str, Path(min_length=8, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")],
+    service: ServiceDep,
 ) -> Response:
     """A subscription feed (METHOD:PUBLISH); the link is the credential."""
     row = await service.db(

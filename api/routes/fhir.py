@@ -180,10 +180,14 @@ def _date_bounds(values: list[str]) -> list[tuple[str, datetime]]:
             instant = datetime.fromisoformat(value)
             if instant.tzinfo is None:
                 raise ValueError("a date-time needs its offset")
+            if not 1900 <= instant.year <= 2100:
+                raise ValueError(f"date={raw!r} is outside 1900–2100")
             sql_op = {"eq": "=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}[op]
             conditions.append((sql_op, instant))
             continue
         day = date.fromisoformat(value)
+        if not date(1900, 1, 1) <= day <= date(2100, 12, 31):
+            raise ValueError(f"date={raw!r} is outside 1900–2100")
         start = datetime.combine(day, time(), UTC)
         end = start + timedelta(days=1)
         match op:

@@ -17,6 +17,7 @@ from activities import webhooks
 from activities.repository import StaffRow
 from api import schemas
 from api.deps import ServiceDep, require_role
+from workflows.bounds import safe_text
 
 router = APIRouter(prefix="/api/admin", tags=["admin-integrations"])
 
@@ -29,6 +30,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
     503: {"model": schemas.ErrorBody, "description": "PostgreSQL down; retry."},
 }
 
+CLINIC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 EventType = Annotated[str, Field(pattern=r"^(\*|journey\.[a-z_]{1,60})$")]
 DeliveryStatus = Literal["pending", "sending", "delivered", "dead"]
 
@@ -39,10 +41,10 @@ class SubscriberCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    clinic_id: str = Field(min_length=1, max_length=64)
-    url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://[^\s]+$")
+    clinic_id: str = Field(min_length=1, max_length=64, pattern=CLINIC_ID_PATTERN)
+    url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://[\x21-\x7e]+$")
     event_types: list[EventType] = Field(default=[], max_length=50)
-    description: str = Field(default="", max_length=200)
+    description: safe_text(200) = ""  # type: ignore[valid-type]
     secret: str | None = Field(
         default=None,
         pattern=r"^whsec_[A-Za-z0-9+/=]{24,200}$",
@@ -173,7 +175,7 @@ async def create_subscriber(
 async def list_subscribers(
     service: ServiceDep,
     admin: AdminDep,
-    clinic: Annotated[str | None, Query(max_length=64)] = None,
+    clinic: Annotated[str | None, Query(max_length=64, pattern=CLINIC_ID_PATTERN)] = None,
 ) -> SubscriberList:
     """Every subscriber (of one clinic with ``clinic``), newest first, secrets left out."""
     rows = await service.db(
@@ -219,7 +221,9 @@ async def list_deliveries(
     admin: AdminDep,
     status_: Annotated[DeliveryStatus | None, Query(alias="status")] = None,
     subscriber_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
-    journey_id: Annotated[str | None, Query(max_length=80)] = None,
+    journey_id: Annotated[
+        str | None, Query(max_length=80, pattern=r"^journey-[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> DeliveryList:
