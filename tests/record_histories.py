@@ -30,7 +30,17 @@ from tests.test_journey import BERLIN, RecordingStore, start
 from worker.binaries import temporal_test_server
 from workflows import calendar
 from workflows.journey import PatientJourney
-from workflows.messages import PauseRequest, RescheduleRequest, ResumeRequest, ReviewRequest
+from workflows.messages import (
+    AdverseEventSignal,
+    PauseRequest,
+    RescheduleRequest,
+    ResumeRequest,
+    ReviewRequest,
+    ScreeningRequest,
+    SessionCompletedSignal,
+    WithdrawRequest,
+)
+from workflows.screening import ScreeningAnswers
 
 OUT = Path(__file__).parent / "histories"
 
@@ -99,10 +109,75 @@ async def pause_through_session_day(env: WorkflowEnvironment, tq: str):  # type:
     return handle
 
 
+async def deferral_then_rescreen(env: WorkflowEnvironment, tq: str):  # type: ignore[no-untyped-def]
+    handle = await start(
+        env,
+        tq,
+        patient_id="replay-deferral",
+        clinic_id="berlin",
+        pore_grade="small",
+        screening=ScreeningAnswers(recent_tan=True),
+    )
+    await advance_until_stage(env, handle, {"screening"})
+    await update(
+        handle, PatientJourney.submit_screening, ScreeningRequest(answers=ScreeningAnswers())
+    )
+    await eventually(handle, lambda s: s.stage == "scheduled")
+    return handle
+
+
+async def adverse_event_and_withdraw(env: WorkflowEnvironment, tq: str):  # type: ignore[no-untyped-def]
+    handle = await start(
+        env, tq, patient_id="replay-adverse", clinic_id="berlin", pore_grade="moderate"
+    )
+    await complete_session(env, handle, 1)
+    await handle.signal(
+        PatientJourney.record_adverse_event,
+        AdverseEventSignal(idempotency_key="ae-1", severity="moderate", note_ref="note-7"),
+    )
+    await eventually(handle, lambda s: s.stage == "paused")
+    # A completion while paused is kept for staff, not lost.
+    await handle.signal(
+        PatientJourney.record_session_completed,
+        SessionCompletedSignal(
+            idempotency_key="late-2",
+            session_number=2,
+            completed_at=await env.get_current_time(),
+            source="emr",
+        ),
+    )
+    await eventually(handle, lambda s: len(s.anomalies) == 1)
+    await update(handle, PatientJourney.resume, ResumeRequest(reason="seen by clinician"))
+    await update(handle, PatientJourney.withdraw, WithdrawRequest(reason="patient moved away"))
+    await handle.result()
+    return handle
+
+
+async def further_course(env: WorkflowEnvironment, tq: str):  # type: ignore[no-untyped-def]
+    handle = await start(
+        env, tq, patient_id="replay-further", clinic_id="berlin", pore_grade="small"
+    )
+    for n in (1, 2, 3):
+        await complete_session(env, handle, n)
+    st = await advance_until_stage(env, handle, {"awaiting_review"})
+    await advance_to(env, st.next_action_at)  # type: ignore[arg-type]
+    await update(
+        handle,
+        PatientJourney.record_review,
+        ReviewRequest(outcome="further_course", further_sessions=2),
+    )
+    await eventually(handle, lambda s: s.course_number == 2)
+    # The first run's history ends with its continue-as-new.
+    return env.client.get_workflow_handle(handle.id, run_id=handle.result_run_id)
+
+
 SCENARIOS = {
     "four_sessions_completed": four_sessions_completed,
     "no_show_and_reschedule": no_show_and_reschedule,
     "pause_through_session_day": pause_through_session_day,
+    "deferral_then_rescreen": deferral_then_rescreen,
+    "adverse_event_and_withdraw": adverse_event_and_withdraw,
+    "further_course": further_course,
 }
 
 
