@@ -18,9 +18,8 @@ The Temporal subprocess and the worker are started in their own process session,
 the terminal reaches only this process, which then stops the others in order.
 
 ``--demo`` enrols a few sample patients (patient record first, then the journey with the id
-only) with a large ``time_scale``, and runs :class:`DemoIntegration`, which plays the booking
-system and the clinician for them: it reports sessions as completed when they are due, sends
-recovery check-ins, a clean re-screen after a deferral, and records the 3-month review.
+only) with a large ``time_scale``, and runs :class:`worker.demo.DemoIntegration`, which plays
+the booking system and the clinician for them (see :mod:`worker.demo`).
 """
 
 from __future__ import annotations
@@ -34,11 +33,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Iterator
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
@@ -51,15 +48,11 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.client import Client
 
 from activities.repository import (
-    PatientCreate,
-    create_patient,
     create_staff_user,
     ensure_default_clinic,
-    upsert_clinic,
 )
 from worker.binaries import temporal_cli
 from worker.client import build_codec, connect_client
@@ -70,6 +63,13 @@ from worker.database import (
     create_pool,
     migrate,
 )
+from worker.demo import (
+    DEMO_EMAIL_DOMAIN,
+    DEMO_TIME_SCALE,
+    DemoIntegration,
+    enrol_demo,
+    open_demo_journeys,
+)
 from worker.logging_setup import configure_logging
 from worker.main import run_dispatcher, run_worker, stop_on_signals
 from worker.settings import Settings, get_settings
@@ -79,27 +79,20 @@ from worker.telemetry import (
     shutdown_telemetry,
     temporal_interceptors,
 )
-from workflows.ids import SEARCH_ATTRIBUTES, workflow_id
-from workflows.journey import PatientJourney
-from workflows.messages import (
-    JourneyStartRequest,
-    RecoveryCheckinSignal,
-    ReviewRequest,
-    ScreeningRequest,
-    SessionCompletedSignal,
-)
-from workflows.protocol import ClinicProtocol, clinic_protocol_from_dict
-from workflows.screening import ScreeningAnswers
+from workflows.ids import SEARCH_ATTRIBUTES
 
-__all__ = ["DEMO_TIME_SCALE", "DemoIntegration", "DevStackError", "TemporalDevServer", "run_dev"]
+# DEMO_* and DemoIntegration live in worker/demo.py; re-exported for existing imports.
+__all__ = [
+    "DEMO_EMAIL_DOMAIN",
+    "DEMO_TIME_SCALE",
+    "DemoIntegration",
+    "DevStackError",
+    "TemporalDevServer",
+    "run_dev",
+]
 
 logger = logging.getLogger(__name__)
 
-# One simulated day every ~2.9 s: a 6-month journey runs in about 9 minutes, and the window in
-# which a session is due (its day plus the no-show grace) still lasts ~4 s of real time.
-DEMO_TIME_SCALE = 30_000.0
-DEMO_EMAIL_DOMAIN = "demo.journey.invalid"
-DEMO_SOUTH_CLINIC = "demo-south"
 
 _INDEXED = {
     "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
@@ -350,299 +343,6 @@ def api_server(
         timeout_graceful_shutdown=10,
     )
     return _EmbeddedUvicorn(config)
-
-
-# ------------------------------------------------------------------ demo
-
-
-@dataclass(frozen=True)
-class DemoPatient:
-    """A sample patient of ``--demo`` (fictional, with an ``.invalid`` e-mail address)."""
-
-    name: str
-    grade: str
-    numbing_cream: bool = False
-    clinic_id: str = "default"
-    screening: ScreeningAnswers = field(default_factory=ScreeningAnswers)
-
-
-DEMO_PATIENTS: tuple[DemoPatient, ...] = (
-    DemoPatient("Ana Demo", "large", numbing_cream=True),
-    DemoPatient("Ben Demo", "moderate"),
-    DemoPatient(
-        "Chloé Demo", "small", numbing_cream=True, screening=ScreeningAnswers(fitzpatrick_type=5)
-    ),
-    DemoPatient("Dev Demo", "moderate", screening=ScreeningAnswers(recent_tan=True)),
-    DemoPatient("Eli Demo", "large", numbing_cream=True, clinic_id=DEMO_SOUTH_CLINIC),
-    DemoPatient("Fay Demo", "small", screening=ScreeningAnswers(cold_sore_history=True)),
-)
-
-
-def demo_south_clinic() -> ClinicProtocol:
-    """A southern-hemisphere clinic (summer December–February): a course enrolled in late
-    spring waits for the season there."""
-    return clinic_protocol_from_dict(
-        {
-            "clinic": {
-                "clinic_id": DEMO_SOUTH_CLINIC,
-                "name": "Demo Harbour Clinic",
-                "timezone": "Australia/Sydney",
-                "hemisphere": "south",
-                "session_start": "09:30",
-            },
-            "protocol": {"version": "pore-demo-south"},
-        },
-        source="demo clinic",
-    )
-
-
-def _email(name: str) -> str:
-    return name.split()[0].lower().replace("é", "e") + f"@{DEMO_EMAIL_DOMAIN}"
-
-
-async def open_demo_journeys(pool: asyncpg.Pool) -> int:
-    """How many demo journeys are still open (a previous ``--demo`` run left them running)."""
-    count = await pool.fetchval(
-        """
-        SELECT count(*) FROM journeys j JOIN patients p ON p.patient_id = j.patient_id
-        WHERE p.email LIKE $1 AND j.stage NOT IN ('completed', 'excluded', 'withdrawn')
-        """,
-        f"%@{DEMO_EMAIL_DOMAIN}",
-    )
-    return int(count)
-
-
-async def enrol_demo(
-    client: Client, pool: asyncpg.Pool, settings: Settings, time_scale: float
-) -> list[str]:
-    """Enrol :data:`DEMO_PATIENTS`: the patient record first, then the journey with the id.
-
-    Uses ``api.service.JourneyService.enrol`` when the API offers it, so the demo takes the
-    product's own path; otherwise writes the record and starts the workflow here (never
-    ``TERMINATE_EXISTING``: a repeat returns the running journey).
-
-    Returns:
-        The patient ids enrolled.
-    """
-    await upsert_clinic(pool, demo_south_clinic())
-    service = _journey_service(client, pool, settings)
-    ids: list[str] = []
-    for demo in DEMO_PATIENTS:
-        if service is not None:
-            ids.append(await _enrol_with_service(service, demo, time_scale))
-            continue
-        patient = await create_patient(
-            pool,
-            PatientCreate(full_name=demo.name, email=_email(demo.name), clinic_id=demo.clinic_id),
-        )
-        await client.start_workflow(
-            PatientJourney.run,
-            JourneyStartRequest(
-                patient_id=patient.patient_id,
-                clinic_id=demo.clinic_id,
-                pore_grade=demo.grade,
-                numbing_cream=demo.numbing_cream,
-                screening=demo.screening,
-                time_scale=time_scale,
-            ),
-            id=workflow_id(patient.patient_id),
-            task_queue=settings.temporal_task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )
-        ids.append(patient.patient_id)
-    return ids
-
-
-def _journey_service(client: Client, pool: asyncpg.Pool, settings: Settings) -> Any | None:
-    if importlib.util.find_spec("api.service") is None:
-        return None
-    try:
-        module = importlib.import_module("api.service")
-        return module.JourneyService(client=client, pool=pool, settings=settings)
-    except (ImportError, AttributeError, TypeError) as error:
-        # Constructing it has no side effects: fall back to the direct path, and say so.
-        logger.warning("JourneyService not usable for the demo (%s)", type(error).__name__)
-        return None
-
-
-async def _enrol_with_service(service: Any, demo: DemoPatient, time_scale: float) -> str:
-    from api.schemas import EnrolRequest, PatientIn
-
-    request = EnrolRequest(
-        patient=PatientIn(full_name=demo.name, email=_email(demo.name)),
-        clinic_id=demo.clinic_id,
-        pore_grade=demo.grade,
-        numbing_cream=demo.numbing_cream,
-        screening=demo.screening,
-        time_scale=time_scale,
-    )
-    result = await service.enrol(request)
-    return str(result.patient_id)
-
-
-@dataclass
-class DemoIntegration:
-    """Plays the booking system and the clinician for demo journeys, from the read model.
-
-    Every ``interval`` it reads the open demo journeys (patients with an e-mail address at
-    :data:`DEMO_EMAIL_DOMAIN`) and, from each row's stage and its simulated time (the row's
-    ``journey_now`` advanced by the real time since it was written, times ``time_scale``):
-    reports the due session as completed, sends the recovery check-in three simulated days after
-    a session, submits clean answers when a re-screen is asked for, and records the review once
-    it is due. Signals carry keys derived from the journey and the step, so a repeat is ignored
-    by the workflow; each action is sent once per process (remembered in ``sent``).
-    """
-
-    client: Client
-    pool: asyncpg.Pool
-    console: Console
-    interval: float = 0.5
-    sent: set[str] = field(default_factory=set)
-    reactions: dict[str, str] = field(default_factory=dict)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Loop until ``stop`` is set; errors are logged and the loop goes on."""
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except Exception as error:  # a demo helper must never take the stack down
-                logger.warning("demo integration round failed: %s", type(error).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
-
-    async def run_once(self) -> int:
-        """One round; returns how many facts or requests were sent."""
-        rows = await self.pool.fetch(
-            """
-            SELECT j.workflow_id, j.stage, j.course_number, j.version, j.status, j.updated_at,
-                   p.full_name, now() AS db_now
-            FROM journeys j JOIN patients p ON p.patient_id = j.patient_id
-            WHERE p.email LIKE $1
-              AND j.stage IN ('session_due', 'recovery', 'screening', 'awaiting_review')
-            """,
-            f"%@{DEMO_EMAIL_DOMAIN}",
-        )
-        sent = 0
-        for row in rows:
-            sent += await self._act(row)
-        return sent
-
-    async def _act(self, row: asyncpg.Record) -> int:
-        status: dict[str, Any] = row["status"]
-        wf_id: str = row["workflow_id"]
-        first_name = str(row["full_name"]).split()[0]  # demo names are fictional
-        scale = float(status.get("time_scale") or 1.0)
-        journey_now = _parse_dt(status.get("journey_now")) or row["db_now"]
-        sim_now = journey_now + (row["db_now"] - row["updated_at"]) * scale
-        course = row["course_number"]
-        sessions: list[dict[str, Any]] = status.get("sessions", [])
-        handle = self.client.get_workflow_handle_for(PatientJourney.run, wf_id)
-        stage = row["stage"]
-        if stage == "session_due":
-            due = next((s for s in sessions if s["state"] in ("planned", "booked")), None)
-            starts_at = _parse_dt(due.get("starts_at")) if due else None
-            if due is None or starts_at is None:
-                return 0
-            if status.get("next_action") != f"Report session {due['number']} as completed":
-                return 0  # a row written as the workflow moved on; the next one will say
-            done_at = starts_at + timedelta(minutes=45)
-            # The workflow refuses a completion more than the grace period in its future.
-            if done_at > sim_now + timedelta(hours=6):
-                return 0
-            # Per booking: a rebooked session (after a no-show) is a new fact to report.
-            key = f"demo-{wf_id}-c{course}-s{due['number']}-{starts_at:%Y%m%dT%H%M}-done"
-            if key in self.sent:
-                return 0
-            self.sent.add(key)
-            await handle.signal(
-                PatientJourney.record_session_completed,
-                SessionCompletedSignal(
-                    idempotency_key=key,
-                    session_number=due["number"],
-                    completed_at=done_at,
-                    source="demo-device",
-                ),
-            )
-            self._say(f"{first_name}: session {due['number']} reported completed")
-            return 1
-        if stage == "recovery":
-            done = [s for s in sessions if s["state"] == "done" and s.get("reaction") is None]
-            if not done:
-                return 0
-            session = done[-1]
-            completed_at = _parse_dt(session.get("completed_at"))
-            if completed_at is None or sim_now < completed_at + timedelta(days=3):
-                return 0
-            key = f"demo-{wf_id}-c{course}-s{session['number']}-checkin"
-            if key in self.sent:
-                return 0
-            self.sent.add(key)
-            reaction = "none" if first_name == "Ben" else "expected"  # some variety
-            await handle.signal(
-                PatientJourney.record_recovery_checkin,
-                RecoveryCheckinSignal(
-                    idempotency_key=key,
-                    session_number=session["number"],
-                    day=3,
-                    reaction=reaction,
-                ),
-            )
-            self._say(
-                f"{first_name}: day-3 check-in after session {session['number']} ({reaction})"
-            )
-            return 1
-        if stage == "screening":
-            if status.get("next_action") != "Record the screening answers":
-                return 0  # the intake screening in progress, not a re-screen request
-            key = f"demo-{wf_id}-c{course}-rescreen-v{row['version']}"
-            if key in self.sent:
-                return 0
-            self.sent.add(key)
-            return await self._update(
-                handle.execute_update(
-                    PatientJourney.submit_screening,
-                    ScreeningRequest(answers=ScreeningAnswers(), requested_by="staff"),
-                ),
-                f"{first_name}: re-screened, no contraindication",
-            )
-        if stage == "awaiting_review":
-            review_on = status.get("review_on")
-            if review_on is None or sim_now.date() < date.fromisoformat(review_on):
-                return 0
-            key = f"demo-{wf_id}-c{course}-review"
-            if key in self.sent:
-                return 0
-            self.sent.add(key)
-            return await self._update(
-                handle.execute_update(
-                    PatientJourney.record_review,
-                    ReviewRequest(outcome="complete", reviewed_by="clinician"),
-                ),
-                f"{first_name}: 3-month review recorded, journey complete",
-            )
-        return 0
-
-    async def _update(self, call: Awaitable[Any], message: str) -> int:
-        try:
-            await call
-        except WorkflowUpdateFailedError as error:
-            self._say(f"{message.split(':')[0]}: request refused ({type(error.cause).__name__})")
-            return 0
-        self._say(message)
-        return 1
-
-    def _say(self, message: str) -> None:
-        self.console.print(
-            f"[dim]{datetime.now():%H:%M:%S}[/dim] [magenta]demo[/magenta] {message}"
-        )
-
-
-def _parse_dt(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value))
 
 
 # ------------------------------------------------------------------ the stack

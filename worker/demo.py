@@ -1,0 +1,312 @@
+"""``journey dev --demo``: sample patients and a stand-in for the booking system and the
+clinician, so a newcomer can watch journeys move on the simulation clock.
+
+The demo enrols through the product's service (:class:`api.service.JourneyService`) and acts on
+the journeys' status fields and timeline from the read model, as an integration would; it never
+parses the text the workflow shows to people.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from rich.console import Console
+from temporalio.client import Client, WorkflowUpdateFailedError
+
+from activities.repository import upsert_clinic
+from worker.settings import Settings
+from workflows.journey import PatientJourney
+from workflows.messages import (
+    RecoveryCheckinSignal,
+    ReviewRequest,
+    ScreeningRequest,
+    SessionCompletedSignal,
+)
+from workflows.protocol import ClinicProtocol, clinic_protocol_from_dict
+from workflows.screening import ScreeningAnswers
+
+__all__ = [
+    "DEMO_EMAIL_DOMAIN",
+    "DEMO_PATIENTS",
+    "DEMO_TIME_SCALE",
+    "DemoIntegration",
+    "enrol_demo",
+    "open_demo_journeys",
+]
+
+logger = logging.getLogger(__name__)
+
+# One simulated day every ~2.9 s: a 6-month journey runs in about 9 minutes, and the window in
+# which a session is due (its day plus the no-show grace) still lasts ~4 s of real time.
+DEMO_TIME_SCALE = 30_000.0
+DEMO_EMAIL_DOMAIN = "demo.journey.invalid"
+DEMO_SOUTH_CLINIC = "demo-south"
+
+
+@dataclass(frozen=True)
+class DemoPatient:
+    """A sample patient of ``--demo`` (fictional, with an ``.invalid`` e-mail address)."""
+
+    name: str
+    grade: str
+    numbing_cream: bool = False
+    clinic_id: str = "default"
+    screening: ScreeningAnswers = field(default_factory=ScreeningAnswers)
+
+
+DEMO_PATIENTS: tuple[DemoPatient, ...] = (
+    DemoPatient("Ana Demo", "large", numbing_cream=True),
+    DemoPatient("Ben Demo", "moderate"),
+    DemoPatient(
+        "Chloé Demo", "small", numbing_cream=True, screening=ScreeningAnswers(fitzpatrick_type=5)
+    ),
+    DemoPatient("Dev Demo", "moderate", screening=ScreeningAnswers(recent_tan=True)),
+    DemoPatient("Eli Demo", "large", numbing_cream=True, clinic_id=DEMO_SOUTH_CLINIC),
+    DemoPatient("Fay Demo", "small", screening=ScreeningAnswers(cold_sore_history=True)),
+)
+
+
+def demo_south_clinic() -> ClinicProtocol:
+    """A southern-hemisphere clinic (summer December–February): a course enrolled in late
+    spring waits for the season there."""
+    return clinic_protocol_from_dict(
+        {
+            "clinic": {
+                "clinic_id": DEMO_SOUTH_CLINIC,
+                "name": "Demo Harbour Clinic",
+                "timezone": "Australia/Sydney",
+                "hemisphere": "south",
+                "session_start": "09:30",
+            },
+            "protocol": {"version": "pore-demo-south"},
+        },
+        source="demo clinic",
+    )
+
+
+def _email(name: str) -> str:
+    return name.split()[0].lower().replace("é", "e") + f"@{DEMO_EMAIL_DOMAIN}"
+
+
+async def open_demo_journeys(pool: asyncpg.Pool) -> int:
+    """How many demo journeys are still open (a previous ``--demo`` run left them running)."""
+    count = await pool.fetchval(
+        """
+        SELECT count(*) FROM journeys j JOIN patients p ON p.patient_id = j.patient_id
+        WHERE p.email LIKE $1 AND j.stage NOT IN ('completed', 'excluded', 'withdrawn')
+        """,
+        f"%@{DEMO_EMAIL_DOMAIN}",
+    )
+    return int(count)
+
+
+async def enrol_demo(
+    client: Client, pool: asyncpg.Pool, settings: Settings, time_scale: float
+) -> list[str]:
+    """Enrol :data:`DEMO_PATIENTS` through the product's own path,
+    :meth:`api.service.JourneyService.enrol` (the patient record first, then the journey with
+    the id; a repeat returns the running journey, never ``TERMINATE_EXISTING``).
+
+    Returns:
+        The patient ids enrolled.
+    """
+    from api.schemas import EnrolRequest, PatientIn, ScreeningAnswersIn
+    from api.service import JourneyService
+
+    await upsert_clinic(pool, demo_south_clinic())
+    service = JourneyService(client, pool, settings)
+    ids: list[str] = []
+    for demo in DEMO_PATIENTS:
+        request = EnrolRequest(
+            patient=PatientIn(full_name=demo.name, email=_email(demo.name)),
+            clinic_id=demo.clinic_id,
+            pore_grade=demo.grade,
+            numbing_cream=demo.numbing_cream,
+            # The API's own input model: the answers as a client would send them.
+            screening=ScreeningAnswersIn.model_validate(
+                demo.screening.model_dump(exclude_defaults=True)
+            ),
+            time_scale=time_scale,
+        )
+        result = await service.enrol(request)
+        ids.append(str(result.patient_id))
+    return ids
+
+
+@dataclass
+class DemoIntegration:
+    """Plays the booking system and the clinician for demo journeys, from the read model.
+
+    Every ``interval`` it reads the open demo journeys (patients with an e-mail address at
+    :data:`DEMO_EMAIL_DOMAIN`) and decides from the status fields only (never the display text
+    of ``next_action``), at each row's simulated time (the row's ``journey_now`` advanced by the
+    real time since it was written, times ``time_scale``): reports the booked session as
+    completed on its day (``stage`` ``session_due``, the session's ``state`` and
+    ``planned_on`` in the clinic's ``timezone``), sends the recovery check-in three simulated
+    days after a session (``completed_at``, ``reaction``), submits clean answers when the
+    journey asked for them (its latest timeline event is ``screening_requested``), and records
+    the review once ``review_on`` has come. Signals carry keys derived from the journey and the step, so a repeat is ignored
+    by the workflow; each action is sent once per process (remembered in ``sent``).
+    """
+
+    client: Client
+    pool: asyncpg.Pool
+    console: Console
+    interval: float = 0.5
+    sent: set[str] = field(default_factory=set)
+    reactions: dict[str, str] = field(default_factory=dict)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Loop until ``stop`` is set; errors are logged and the loop goes on."""
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except Exception as error:  # a demo helper must never take the stack down
+                logger.warning("demo integration round failed: %s", type(error).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
+
+    async def run_once(self) -> int:
+        """One round; returns how many facts or requests were sent."""
+        rows = await self.pool.fetch(
+            """
+            SELECT j.workflow_id, j.stage, j.course_number, j.version, j.status, j.updated_at,
+                   p.full_name, now() AS db_now,
+                   (SELECT e.kind FROM journey_events e WHERE e.workflow_id = j.workflow_id
+                    ORDER BY e.step DESC, e.id DESC LIMIT 1) AS last_event
+            FROM journeys j JOIN patients p ON p.patient_id = j.patient_id
+            WHERE p.email LIKE $1
+              AND j.stage IN ('session_due', 'recovery', 'screening', 'awaiting_review')
+            """,
+            f"%@{DEMO_EMAIL_DOMAIN}",
+        )
+        sent = 0
+        for row in rows:
+            sent += await self._act(row)
+        return sent
+
+    async def _act(self, row: asyncpg.Record) -> int:
+        status: dict[str, Any] = row["status"]
+        wf_id: str = row["workflow_id"]
+        first_name = str(row["full_name"]).split()[0]  # demo names are fictional
+        scale = float(status.get("time_scale") or 1.0)
+        journey_now = _parse_dt(status.get("journey_now")) or row["db_now"]
+        sim_now = journey_now + (row["db_now"] - row["updated_at"]) * scale
+        course = row["course_number"]
+        sessions: list[dict[str, Any]] = status.get("sessions", [])
+        handle = self.client.get_workflow_handle_for(PatientJourney.run, wf_id)
+        stage = row["stage"]
+        if stage == "session_due":
+            due = next((s for s in sessions if s["state"] in ("planned", "booked")), None)
+            starts_at = _parse_dt(due.get("starts_at")) if due else None
+            if due is None or starts_at is None:
+                return 0
+            clinic_today = sim_now.astimezone(ZoneInfo(status.get("timezone") or "UTC")).date()
+            if due["state"] != "booked" or clinic_today < date.fromisoformat(due["planned_on"]):
+                return 0  # not its day yet in the clinic (a row written as the journey moved)
+            done_at = starts_at + timedelta(minutes=45)
+            # The workflow refuses a completion more than the grace period in its future.
+            if done_at > sim_now + timedelta(hours=6):
+                return 0
+            # Per booking: a rebooked session (after a no-show) is a new fact to report.
+            key = f"demo-{wf_id}-c{course}-s{due['number']}-{starts_at:%Y%m%dT%H%M}-done"
+            if key in self.sent:
+                return 0
+            self.sent.add(key)
+            await handle.signal(
+                PatientJourney.record_session_completed,
+                SessionCompletedSignal(
+                    idempotency_key=key,
+                    session_number=due["number"],
+                    completed_at=done_at,
+                    source="demo-device",
+                ),
+            )
+            self._say(f"{first_name}: session {due['number']} reported completed")
+            return 1
+        if stage == "recovery":
+            done = [s for s in sessions if s["state"] == "done" and s.get("reaction") is None]
+            if not done:
+                return 0
+            session = done[-1]
+            completed_at = _parse_dt(session.get("completed_at"))
+            if completed_at is None or sim_now < completed_at + timedelta(days=3):
+                return 0
+            key = f"demo-{wf_id}-c{course}-s{session['number']}-checkin"
+            if key in self.sent:
+                return 0
+            self.sent.add(key)
+            reaction = "none" if first_name == "Ben" else "expected"  # some variety
+            await handle.signal(
+                PatientJourney.record_recovery_checkin,
+                RecoveryCheckinSignal(
+                    idempotency_key=key,
+                    session_number=session["number"],
+                    day=3,
+                    reaction=reaction,
+                ),
+            )
+            self._say(
+                f"{first_name}: day-3 check-in after session {session['number']} ({reaction})"
+            )
+            return 1
+        if stage == "screening":
+            if row["last_event"] != "screening_requested":
+                return 0  # the intake screening in progress, not a request for answers
+            key = f"demo-{wf_id}-c{course}-rescreen-v{row['version']}"
+            if key in self.sent:
+                return 0
+            self.sent.add(key)
+            return await self._update(
+                handle.execute_update(
+                    PatientJourney.submit_screening,
+                    ScreeningRequest(answers=ScreeningAnswers(), requested_by="staff"),
+                ),
+                f"{first_name}: re-screened, no contraindication",
+            )
+        if stage == "awaiting_review":
+            review_on = status.get("review_on")
+            if review_on is None or sim_now.date() < date.fromisoformat(review_on):
+                return 0
+            key = f"demo-{wf_id}-c{course}-review"
+            if key in self.sent:
+                return 0
+            self.sent.add(key)
+            return await self._update(
+                handle.execute_update(
+                    PatientJourney.record_review,
+                    ReviewRequest(outcome="complete", reviewed_by="clinician"),
+                ),
+                f"{first_name}: 3-month review recorded, journey complete",
+            )
+        return 0
+
+    async def _update(self, call: Awaitable[Any], message: str) -> int:
+        try:
+            await call
+        except WorkflowUpdateFailedError as error:
+            self._say(f"{message.split(':')[0]}: request refused ({type(error.cause).__name__})")
+            return 0
+        self._say(message)
+        return 1
+
+    def _say(self, message: str) -> None:
+        self.console.print(
+            f"[dim]{datetime.now():%H:%M:%S}[/dim] [magenta]demo[/magenta] {message}"
+        )
+
+
+def _parse_dt(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
