@@ -26,6 +26,7 @@ from temporalio.converter import PayloadCodec
 from api.codec_server import build_codec_router
 from api.deps import get_codec_staff
 from api.limits import BodySizeLimit
+from api.openapi_doc import install as install_openapi
 from api.routes import (
     calendar,
     fhir,
@@ -209,6 +210,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             get_codec, get_codec_staff, allowed_origins=settings.journey_codec_cors_origins
         )
     )
+    install_openapi(app)  # 422/400/413/503 as the app answers them (api/openapi_doc.py)
     # Outermost but tracing: no body over the limit is read into memory or reaches a route.
     app.add_middleware(
         BodySizeLimit,
