@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -17,7 +18,8 @@ from activities.channels import FileChannel, OutgoingMessage, PermanentDeliveryE
 from activities.dispatcher import OutboxDispatcher
 from activities.messages_text import render
 from activities.store import JourneyStore
-from workflows.records import JourneyProjection, NotificationRecord, StepRecord
+from tests.status_helpers import full_status
+from workflows.records import NotificationRecord, StepRecord
 
 STARTS_AT = "2026-03-03T09:00:00+00:00"  # a Tuesday
 SESSION = {"session": "1", "starts_at": STARTS_AT, "timezone": "UTC"}
@@ -63,16 +65,9 @@ async def enqueue(
         StepRecord(
             workflow_id=workflow_id,
             step=step,
-            projection=JourneyProjection(
-                patient_id=patient.patient_id,
-                clinic_id="default",
-                version=step,
-                stage="scheduled",
-                course_number=1,
-                sessions_planned=3,
-                sessions_done=0,
-                protocol_version="pore-2026.1",
-            ),
+            patient_id=patient.patient_id,
+            clinic_id="default",
+            status_patch=full_status(patient.patient_id),
             notifications=notifications,
         ),
     )
@@ -146,6 +141,51 @@ async def test_rows_not_yet_due_wait(pg_pool: asyncpg.Pool, tmp_path: Path) -> N
         "UPDATE notification_outbox SET next_attempt_at = now() + interval '1 hour'"
     )
     assert await OutboxDispatcher(pg_pool, FileChannel(tmp_path / "o.log")).run_once() == 0
+
+
+async def test_scheduled_rows_wait_and_cancelled_rows_are_never_sent(
+    pg_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    # A reminder is written with its booking and a send time; a later step may cancel it.
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    wf = await enqueue(
+        pg_pool,
+        [
+            NotificationRecord(key="c1:s1-reminder", kind="session_reminder", params=SESSION),
+            NotificationRecord(
+                key="c1:s2-reminder", kind="session_reminder", params=SESSION, send_at=soon
+            ),
+            NotificationRecord(
+                key="c1:s3-reminder", kind="session_reminder", params=SESSION, send_at=soon
+            ),
+        ],
+    )
+    channel = FileChannel(tmp_path / "outbox.log")
+    dispatcher = OutboxDispatcher(pg_pool, channel)
+    assert await dispatcher.run_once() == 1
+    await ActivityEnvironment().run(
+        JourneyStore(pg_pool).record_step,
+        StepRecord(
+            workflow_id=wf,
+            step=2,
+            patient_id=wf.removeprefix("journey-"),
+            clinic_id="default",
+            cancel_notifications=["c1:s3-reminder"],
+        ),
+    )
+    # The send time comes (moved here rather than waited for).
+    await pg_pool.execute("UPDATE notification_outbox SET next_attempt_at = now()")
+    assert await dispatcher.run_once() == 1
+    assert await dispatcher.run_once() == 0
+    assert [s["provider_key"] for s in lines(channel.path)] == [
+        f"{wf}:c1:s1-reminder",
+        f"{wf}:c1:s2-reminder",
+    ]
+    assert await statuses(pg_pool) == [
+        ("c1:s1-reminder", "sent", 1),
+        ("c1:s2-reminder", "sent", 1),
+        ("c1:s3-reminder", "cancelled", 0),
+    ]
 
 
 async def test_failure_backs_off_then_retries(pg_pool: asyncpg.Pool, tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import repository
 from activities.store import JourneyStore
+from tests.status_helpers import full_status
 from workflows.protocol import ClinicProtocol, ClinicSettings
-from workflows.records import JourneyEvent, JourneyProjection, StepRecord
+from workflows.records import JourneyEvent, StepRecord
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -48,18 +49,16 @@ async def enrol(
                     summary="Course 1 started.",
                 )
             ],
-            projection=JourneyProjection(
-                patient_id=patient.patient_id,
-                clinic_id=clinic_id,
-                version=1,
+            patient_id=patient.patient_id,
+            clinic_id=clinic_id,
+            status_patch=full_status(
+                patient.patient_id,
+                clinic_id,
                 stage=stage,
-                course_number=1,
                 sessions_planned=3,
-                sessions_done=0,
                 next_action="Next",
                 next_action_at=None if next_in_days is None else T0 + timedelta(days=next_in_days),
-                flags=flags or [],
-                protocol_version="pore-2026.1",
+                flags=flags,
             ),
         ),
     )

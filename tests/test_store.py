@@ -1,5 +1,5 @@
-"""The database activities on a real PostgreSQL: idempotent writes, late projections, errors,
-and the migrations."""
+"""The database activities on a real PostgreSQL: idempotent writes, status patches merged into
+the read model, late steps, scheduled and cancelled outbox rows, errors, and the migrations."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from temporalio.testing import ActivityEnvironment
 from activities import repository
 from activities.store import JourneyStore, build_activities
 from tests.fixtures_pg import PgServer
+from tests.status_helpers import full_status
 from worker.database import (
     create_database,
     create_pool,
@@ -33,7 +34,6 @@ from workflows.records import (
     AppointmentRecord,
     ClinicRef,
     JourneyEvent,
-    JourneyProjection,
     NotificationRecord,
     StepRecord,
 )
@@ -42,20 +42,14 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 WF = "journey-p_store000001"
 
 
-def projection(version: int, stage: str = "scheduled", **changes: Any) -> JourneyProjection:
-    return JourneyProjection(
-        patient_id="p_store000001",
-        clinic_id="default",
-        version=version,
+def status(version: int, stage: str = "scheduled", **changes: Any) -> dict[str, Any]:
+    """The whole status, as the journey's first write of a run carries it."""
+    return full_status(
+        "p_store000001",
         stage=stage,
-        course_number=1,
         sessions_planned=3,
-        sessions_done=0,
         next_action="Session 1",
         next_action_at=T0 + timedelta(days=version),
-        flags=[],
-        protocol_version="pore-2026.1",
-        status={"stage": stage, "version": version},
         **changes,
     )
 
@@ -91,14 +85,21 @@ def step(
     appointments: list[AppointmentRecord] | None = None,
     notifications: list[NotificationRecord] | None = None,
     workflow_id: str = WF,
+    patch: dict[str, Any] | None = None,
+    cancel_notifications: list[str] | None = None,
+    cancel_pending: bool = False,
 ) -> StepRecord:
     return StepRecord(
         workflow_id=workflow_id,
         step=n,
+        patient_id="p_store000001",
+        clinic_id="default",
         events=[event(f"{n}.0")] if events is None else events,
-        projection=projection(n if version is None else version, stage),
+        status_patch=status(n if version is None else version, stage) if patch is None else patch,
         appointments=appointments or [],
         notifications=notifications or [],
+        cancel_notifications=cancel_notifications or [],
+        cancel_pending_notifications=cancel_pending,
     )
 
 
@@ -192,7 +193,7 @@ async def test_unknown_clinic_is_non_retryable(store: JourneyStore) -> None:
     assert "'nowhere'" in str(err.value)
 
 
-async def test_late_projection_is_ignored(store: JourneyStore, pg_pool: asyncpg.Pool) -> None:
+async def test_late_step_is_ignored(store: JourneyStore, pg_pool: asyncpg.Pool) -> None:
     env = ActivityEnvironment()
     await env.run(store.record_step, step(3, stage="recovery"))
     await env.run(store.record_step, step(2, stage="scheduled"))
@@ -203,6 +204,92 @@ async def test_late_projection_is_ignored(store: JourneyStore, pg_pool: asyncpg.
     assert [k["event_key"] for k in keys] == ["2.0", "3.0"]
     await env.run(store.record_step, step(4, stage="spf_window"))
     assert await pg_pool.fetchval("SELECT stage FROM journeys") == "spf_window"
+
+
+async def test_status_patch_is_merged_and_columns_follow(
+    store: JourneyStore, pg_pool: asyncpg.Pool
+) -> None:
+    env = ActivityEnvironment()
+    await env.run(store.record_step, step(1))
+    first = await pg_pool.fetchrow("SELECT * FROM journeys")
+    # A later step carries only what changed: the rest of the status is kept.
+    done = full_status("p_store000001", sessions_planned=3, sessions_done=1)["sessions"]
+    patch = {"stage": "recovery", "sessions": done, "flags": ["course_split"]}
+    await env.run(store.record_step, step(2, patch=patch))
+    row = await pg_pool.fetchrow("SELECT * FROM journeys")
+    assert (row["version"], row["stage"], row["sessions_planned"], row["sessions_done"]) == (
+        2,
+        "recovery",
+        3,
+        1,
+    )
+    assert row["flags"] == ["course_split"]
+    assert (row["next_action"], row["next_action_at"]) == (
+        first["next_action"],
+        first["next_action_at"],
+    )
+    assert row["status"] == {**first["status"], **patch}
+    # An empty patch (a step that wrote only events) leaves the read model as it was.
+    await env.run(store.record_step, step(3, patch={}))
+    again = await pg_pool.fetchrow("SELECT * FROM journeys")
+    assert (again["version"], again["stage"], again["status"]) == (3, "recovery", row["status"])
+
+
+async def test_scheduled_notifications_and_cancellation(
+    store: JourneyStore, pg_pool: asyncpg.Pool
+) -> None:
+    env = ActivityEnvironment()
+    later = T0 + timedelta(days=20)
+    await env.run(
+        store.record_step,
+        step(
+            1,
+            notifications=[
+                NotificationRecord(key="now", kind="booking_confirmation"),
+                NotificationRecord(key="c1:s1-reminder", kind="session_reminder", send_at=later),
+                NotificationRecord(key="c1:s1-checkin", kind="recovery_checkin", send_at=later),
+                NotificationRecord(key="c1:spf", kind="spf_reminder", send_at=later),
+            ],
+        ),
+    )
+    rows = {
+        r["notification_key"]: r for r in await pg_pool.fetch("SELECT * FROM notification_outbox")
+    }
+    assert rows["c1:s1-reminder"]["next_attempt_at"] == later
+    # Without a send time a message is due at once.
+    assert rows["now"]["next_attempt_at"] <= await pg_pool.fetchval("SELECT now()")
+    await pg_pool.execute(
+        "UPDATE notification_outbox SET status = 'sent' WHERE notification_key = 'now'"
+    )
+    # A later step cancels one by key (a moved session)...
+    await env.run(
+        store.record_step, step(2, patch={}, cancel_notifications=["c1:s1-reminder", "unknown"])
+    )
+    state = dict(await pg_pool.fetch("SELECT notification_key, status FROM notification_outbox"))
+    assert state == {
+        "now": "sent",
+        "c1:s1-reminder": "cancelled",
+        "c1:s1-checkin": "pending",
+        "c1:spf": "pending",
+    }
+    # ...or every pending one (a withdraw); a message already sent stays sent.
+    await env.run(store.record_step, step(3, patch={}, cancel_pending=True))
+    rows = await pg_pool.fetch(
+        "SELECT notification_key, status, cancelled_at FROM notification_outbox"
+    )
+    assert {r["notification_key"]: r["status"] for r in rows} == {
+        "now": "sent",
+        "c1:s1-reminder": "cancelled",
+        "c1:s1-checkin": "cancelled",
+        "c1:spf": "cancelled",
+    }
+    assert all((r["cancelled_at"] is None) == (r["status"] == "sent") for r in rows)
+    # A replay of the cancelling step changes nothing, and a cancelled row is not re-added.
+    await env.run(store.record_step, step(1))
+    assert (
+        await pg_pool.fetchval("SELECT count(*) FROM notification_outbox WHERE status = 'pending'")
+        == 0
+    )
 
 
 async def test_appointments_upsert_by_version(store: JourneyStore, pg_pool: asyncpg.Pool) -> None:
@@ -244,7 +331,9 @@ async def test_notification_channel_from_patient(
     record = StepRecord(
         workflow_id=f"journey-{patient.patient_id}",
         step=1,
-        projection=projection(1).model_copy(update={"patient_id": patient.patient_id}),
+        patient_id=patient.patient_id,
+        clinic_id="default",
+        status_patch=full_status(patient.patient_id),
         notifications=[
             NotificationRecord(key="a", kind="aftercare"),
             NotificationRecord(key="b", kind="staff_alert", audience="staff"),
