@@ -25,7 +25,7 @@ endif
 timed = @printf '\033[1m==> %s\033[0m\n' "$(1)"; t0=$$(date +%s.%N); $(2) \
 	&& printf '    done: %s in %.1f s\n' "$(1)" "$$(echo "$$(date +%s.%N) - $$t0" | bc)"
 
-.PHONY: install run test check lint typecheck pytest format lock clean browser
+.PHONY: install run test check lint typecheck pytest format lock clean browser fuzz
 
 $(UV):
 	$(call timed,installing uv $(UV_VERSION) into $(TOOLS)/,$(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-warn-script-location --target $(TOOLS)/uv-$(UV_VERSION) uv==$(UV_VERSION))
@@ -73,6 +73,12 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP) browser
 	$(call timed,pytest,$(BIN)/python -m pytest)
+
+# The long fuzz run (make test runs a bounded one): schemathesis with many examples per
+# operation and its stateful phase, against the real app (tests/test_fuzz_api.py).
+FUZZ_RUN := FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} FUZZ_PHASES=examples,coverage,fuzzing,stateful
+fuzz: $(STAMP)
+	$(call timed,fuzz,$(FUZZ_RUN) $(BIN)/python -m pytest tests/test_fuzz_api.py -s --timeout 3600)
 
 format: $(STAMP)
 	$(BIN)/ruff format .
