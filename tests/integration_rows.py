@@ -43,6 +43,7 @@ class JourneyRows:
     spf_until: date | None = None
     review_on: date | None = None
     sessions: dict[int, Session] = field(default_factory=dict)
+    screening_outcome: str | None = None
     step_number: int = 0
 
     @property
@@ -58,6 +59,7 @@ class JourneyRows:
             "flags": list(self.flags),
             "spf_until": self.spf_until.isoformat() if self.spf_until else None,
             "review_on": self.review_on.isoformat() if self.review_on else None,
+            "screening_outcome": self.screening_outcome,
             "sessions": [
                 {
                     "number": s.number,

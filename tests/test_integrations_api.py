@@ -180,6 +180,18 @@ async def test_fhir_resources_parse_and_link(api: Api) -> None:
         "Wait 4 weeks after a tan.",
     ]  # type: ignore[union-attr,index]
 
+    # A journey screened only at enrolment (no screening_submitted event): its intake outcome.
+    intake = JourneyRows(api.pool, await new_patient(api.pool, "Cy Example"), "default")
+    intake.screening_outcome = "eligible"
+    await intake.step(("journey_started", "Started.", {}), at=T0)
+    ifid = intake.patient_id.replace("_", ".")
+    [entry] = Bundle.model_validate(await api.fhir(f"QuestionnaireResponse?patient={ifid}")).entry  # type: ignore[misc]
+    assert entry.resource.id == f"{ifid}.c1.intake"  # type: ignore[union-attr]
+    read = QuestionnaireResponse.model_validate(
+        await api.fhir(f"QuestionnaireResponse/{ifid}.c1.intake")
+    )
+    assert read.item[0].answer[0].valueString == "eligible"  # type: ignore[index]
+
     flags = Bundle.model_validate(await api.fhir(f"Flag?patient={fid}"))
     [flag] = [Flag.model_validate(e.resource.model_dump()) for e in flags.entry]  # type: ignore[union-attr]
     assert flag.code.coding[0].code == "no_show"  # type: ignore[index]

@@ -384,6 +384,32 @@ def questionnaire_response(patient_id: str, event: Mapping[str, Any]) -> dict[st
     )
 
 
+def intake_screening(journey: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``QuestionnaireResponse`` of the intake screening (answered at enrolment, which writes
+    no ``screening_submitted`` event): the outcome from the journey's status, or ``None``."""
+    outcome = (journey.get("status") or {}).get("screening_outcome")
+    if not outcome:
+        return None
+    pid = journey["patient_id"]
+    return build(
+        "QuestionnaireResponse",
+        {
+            "id": f"{fhir_patient_id(pid)}.c{journey['course_number']}.intake",
+            "questionnaire": SCREENING_QUESTIONNAIRE,
+            "status": "completed",
+            "subject": _ref("Patient", fhir_patient_id(pid)),
+            "authored": _iso(journey.get("created_at")),
+            "item": [
+                {
+                    "linkId": "outcome",
+                    "text": "Screening outcome",
+                    "answer": [{"valueString": str(outcome)}],
+                }
+            ],
+        },
+    )
+
+
 def flag(journey: Mapping[str, Any], name: str) -> dict[str, Any]:
     """``Flag`` for one journey flag (``no_show``, ``adverse_event``, ...)."""
     pid = journey["patient_id"]

@@ -45,7 +45,7 @@ _SESSION_ID = re.compile(
     r"^(?P<patient>[A-Za-z0-9.-]+)\.c(?P<course>\d{1,4})\.s(?P<session>\d{1,4})$"
 )
 _CAREPLAN_ID = re.compile(r"^(?P<patient>[A-Za-z0-9.-]+)\.c(?P<course>\d{1,4})$")
-_QR_ID = re.compile(r"^(?P<patient>[A-Za-z0-9.-]+)\.e(?P<event>\d{1,18})$")
+_QR_ID = re.compile(r"^(?P<patient>[A-Za-z0-9.-]+)\.(e\d{1,18}|c\d{1,4}\.intake)$")
 _FLAG_ID = re.compile(r"^(?P<patient>[A-Za-z0-9.-]+)\.(?P<flag>[a-z-]{1,64})$")
 _DATE_PARAM = re.compile(r"^(?P<op>eq|ne|lt|le|gt|ge|sa|eb|ap)?(?P<value>\d{4}-\d{2}-\d{2}(T.+)?)$")
 
@@ -158,7 +158,9 @@ async def _patient_resources(
             """,
             journey["workflow_id"],
         )
-        return [fhir.questionnaire_response(patient_id, dict(e)) for e in events]
+        found = [fhir.questionnaire_response(patient_id, dict(e)) for e in events]
+        intake = fhir.intake_screening(journey)
+        return found if found or intake is None else [intake]
     raise KeyError(kind)
 
 
