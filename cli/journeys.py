@@ -127,10 +127,14 @@ def _emit(data: Any, as_json: bool, table: Callable[[], Table | str]) -> None:
 
 
 def _parse_date(text: str, what: str) -> date:
+    from workflows.bounds import check_date
+
     try:
-        return date.fromisoformat(text)
+        return check_date(date.fromisoformat(text))
     except ValueError:
-        raise _BadInput(f"{what} {text!r} is not a date; use YYYY-MM-DD") from None
+        raise _BadInput(
+            f"{what} {text!r} is not a date from 1900 to 2100; use YYYY-MM-DD"
+        ) from None
 
 
 def _parse_trip(text: str) -> TripIn:

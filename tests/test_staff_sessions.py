@@ -13,11 +13,13 @@ import asyncpg
 import httpx
 import pytest
 
-from activities.repository import create_staff_user, disable_staff_user
+from activities.repository import create_staff_user, disable_staff_user, get_journey
 from api.main import create_app
 from api.web.routes import CSRF_COOKIE, SESSION_COOKIE
-from tests.test_api import make_settings, serve
+from tests.test_api import Stack, enrol_body, eventually, make_settings, serve, stack
 from worker.codec import generate_key
+
+__all__ = ["stack"]  # the fixture, imported for the test below
 
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -145,3 +147,29 @@ async def test_production_cookies_are_secure_even_behind_plain_http(
         cookies = r.headers.get_list("set-cookie")
         session = [c for c in cookies if c.startswith(f"{SESSION_COOKIE}=")]
         assert session and "secure" in session[0].lower() and "httponly" in session[0].lower()
+
+
+async def test_dashboard_forms_have_the_api_bounds(stack: Stack) -> None:
+    """A NUL in a form's reason would fail the journey's database write: refused (422) on the
+    page, before anything reaches the journey."""
+    r = await stack.http.post("/api/journeys", json=enrol_body(), headers=stack.auth())
+    assert r.status_code == 201, r.text
+    pid = r.json()["patient_id"]
+
+    async def projected() -> bool:  # the journey page reads the read model
+        return await get_journey(stack.pool, pid) is not None
+
+    await eventually(projected)
+    await login(stack.http, stack.admin)
+    csrf = await page_csrf(stack.http)
+    for field, value in [("reason", "away\x00"), ("reason", "x" * 501)]:
+        r = await stack.http.post(f"/journeys/{pid}/pause", data={"csrf_token": csrf, field: value})
+        assert r.status_code == 422, r.text
+    r = await stack.http.post(
+        f"/journeys/{pid}/reschedule",
+        data={"csrf_token": csrf, "session_number": "1", "new_date": "9999-12-31"},
+    )
+    assert r.status_code == 422
+    r = await stack.http.get(f"/api/journeys/{pid}", headers=stack.auth())
+    assert r.json()["stage"] != "paused"
+    assert "paused" not in {e["kind"] for e in r.json()["timeline"]}

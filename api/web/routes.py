@@ -50,6 +50,7 @@ from api.service import (
 from api.tokens import InvalidPatientToken, PatientTokenExpired, verify_patient_token
 from api.web import sessions, views
 from worker.settings import Settings
+from workflows.bounds import check_date, check_text
 from workflows.calendar import local_datetime
 from workflows.ids import workflow_id
 from workflows.messages import JourneyStatus, ReviewRequest
@@ -323,33 +324,51 @@ def _field(form: FormData, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def _required(form: FormData, name: str, label: str) -> str:
+def _text(form: FormData, name: str, label: str, max_length: int = 500) -> str:
+    """Free text within the same bounds as the API's (workflows/bounds.py): no control
+    character but line breaks, at most ``max_length`` characters."""
     value = _field(form, name)
+    if len(value) > max_length:
+        raise _FormError(f"{label.capitalize()} must be at most {max_length} characters.")
+    try:
+        return check_text(value, multiline=True)
+    except ValueError:
+        raise _FormError(
+            f"{label.capitalize()} contains characters that are not allowed."
+        ) from None
+
+
+def _required(form: FormData, name: str, label: str) -> str:
+    value = _text(form, name, label)
     if not value:
         raise _FormError(f"Please fill in {label}.")
-    if len(value) > 500:
-        raise _FormError(f"{label.capitalize()} must be at most 500 characters.")
     return value
 
 
-def _int_field(form: FormData, name: str, label: str) -> int:
+def _int_field(form: FormData, name: str, label: str, maximum: int = 50) -> int:
     try:
-        return int(_field(form, name))
+        value = int(_field(form, name))
     except ValueError:
         raise _FormError(f"Please choose {label}.") from None
+    if not 1 <= value <= maximum:
+        raise _FormError(f"Please choose {label} between 1 and {maximum}.")
+    return value
 
 
 def _date_field(value: str, label: str) -> date:
     try:
-        return date.fromisoformat(value)
+        return check_date(date.fromisoformat(value))
     except ValueError:
-        raise _FormError(f"Please give {label} as a date.") from None
+        raise _FormError(f"Please give {label} as a date (1900 to 2100).") from None
 
 
 def _request_id(form: FormData) -> str | None:
     """The form's one-time id: a double-submitted form runs its update once in Temporal."""
     value = _field(form, "request_id")
-    return value if value and len(value) <= 64 else None
+    try:
+        return check_text(value) if value and len(value) <= 64 else None
+    except ValueError:
+        return None
 
 
 # ---------------------------------------------------------------- shared reads
@@ -850,7 +869,7 @@ async def journey_action(request: Request, patient_id: str, action: str) -> Resp
             )
             if further is not None and further < 1:
                 raise _FormError("A further course needs at least one session.")
-            note = _field(form, "note_ref")[:200] or None
+            note = _text(form, "note_ref", "the note reference", 200) or None
             await service.review(
                 patient_id,
                 ReviewRequest(
@@ -875,7 +894,7 @@ async def journey_action(request: Request, patient_id: str, action: str) -> Resp
             found: dict[str, Any] = {
                 name: _field(form, name) == "yes" for name, _ in SCREENING_CHECKS
             }
-            found["other_condition"] = _field(form, "other_condition")[:500] or None
+            found["other_condition"] = _text(form, "other_condition", "other condition") or None
             answers = ScreeningAnswers.model_validate(found)
             result = await service.pre_session_check(
                 patient_id, number, answers, actor=actor, request_id=request_id
