@@ -6,10 +6,13 @@ dead-letters it, and a replay delivers it once the receiver is back."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import httpx
 
 from activities import repository, webhooks
 from activities.webhooks import WebhookDispatcher
@@ -166,4 +169,36 @@ async def test_a_journey_waits_behind_its_undelivered_event(pg_pool: asyncpg.Poo
     assert receiver.requests == 1 and receiver.received == []
     statuses = await pool.fetch("SELECT status, attempts FROM webhook_deliveries ORDER BY event_id")
     assert [(r["status"], r["attempts"]) for r in statuses] == [("pending", 1), ("pending", 0)]
+    receiver.stop()
+
+
+async def test_a_dispatcher_dying_after_the_post_gives_a_duplicate_with_the_same_id(
+    pg_pool: asyncpg.Pool,
+) -> None:
+    """The one source of duplicates: the POST went out, the mark did not. The next claim after
+    the lease sends again with the same webhook-id, so the receiver can drop it."""
+    pool = pg_pool
+    await repository.ensure_default_clinic(pool)
+    receiver = Receiver(webhooks.new_secret())
+    receiver.start()
+    await subscribe(pool, "default", receiver.url, receiver.secret)
+    a = JourneyRows(pool, await new_patient(pool, "Ann Example"), "default")
+    await a.step(("journey_started", "Started.", {}), at=T0)
+    await WebhookDispatcher(pool).fan_out()
+    # A dispatcher claims and sends, then dies before marking (its steps, without the mark).
+    [row] = await pool.fetch(webhooks._CLAIM, 10, 60.0, uuid.uuid4())
+    body = json.dumps(row["payload"])
+    async with httpx.AsyncClient() as http:
+        sent = await http.post(
+            row["url"],
+            content=body,
+            headers=webhooks.sign_headers(row["secret"], row["message_id"], body),
+        )
+    assert sent.status_code == 204
+    assert await pool.fetchval("SELECT status FROM webhook_deliveries") == "sending"
+    await pool.execute("UPDATE webhook_deliveries SET leased_until = now() - interval '1 s'")
+    await drain(pool, WebhookDispatcher(pool))
+    assert len(receiver.received) == 2 and receiver.duplicates() == 1
+    assert len(receiver.unique_ids()) == 1
+    assert await pool.fetchval("SELECT attempts FROM webhook_deliveries") == 2
     receiver.stop()
