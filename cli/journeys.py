@@ -446,4 +446,26 @@ def register(app: typer.Typer) -> None:
             lambda: f"Staff user {row.id} ({row.role}). Token, shown once:\n{token}",
         )
 
+    @staff.command("disable")
+    def staff_disable(staff_id: int, as_json: JsonOpt = False) -> None:
+        """Revoke a staff user's token and end every dashboard session of theirs at once (to
+        rotate a token: ``staff add`` a new one, then disable the old user)."""
+
+        async def disable(service: JourneyService) -> tuple[bool, int]:
+            from activities.repository import disable_staff_user
+            from api.web.sessions import end_staff_sessions
+
+            disabled = await service.db(disable_staff_user(service.pool, staff_id))
+            ended = await service.db(end_staff_sessions(service.pool, staff_id))
+            return disabled, ended
+
+        disabled, ended = _run(disable)
+        if not disabled:
+            _fail(f"no enabled staff user {staff_id}", NOT_FOUND)
+        _emit(
+            {"id": staff_id, "disabled": True, "sessions_ended": ended},
+            as_json,
+            lambda: f"Staff user {staff_id} disabled; {ended} session(s) ended.",
+        )
+
     app.add_typer(staff, name="staff")

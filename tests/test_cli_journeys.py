@@ -11,6 +11,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -181,3 +182,21 @@ async def test_enrol_with_an_idempotency_key_answers_the_same_patient_on_a_retry
     other = await cli.run("enrol", "--name", "Someone Else", *args, "--json")
     assert other.exit_code == 2 and "Idempotency-Key" in other.stderr
     assert await cli.pool.fetchval("SELECT count(*) FROM patients") == 1
+
+
+async def test_staff_disable_revokes_the_token_and_ends_sessions(cli: Cli) -> None:
+    from api.web.sessions import create_session, get_session
+
+    added = await cli.run("staff", "add", "Temp Locum", "--role", "clinician", "--json")
+    assert added.exit_code == 0, added.output
+    staff_id = json.loads(added.stdout)["id"]
+    session_id, session = await create_session(cli.pool, staff_id, timedelta(hours=1))
+    assert session is not None
+    r = await cli.run("staff", "disable", str(staff_id), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"id": staff_id, "disabled": True, "sessions_ended": 1}
+    assert await get_session(cli.pool, session_id) is None
+    token = json.loads(added.stdout)["token"]
+    assert await repository.get_staff_by_token(cli.pool, token) is None
+    again = await cli.run("staff", "disable", str(staff_id))
+    assert again.exit_code != 0
