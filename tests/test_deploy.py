@@ -30,6 +30,9 @@ DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose" / "compose.yaml"
 K8S = DEPLOY / "kubernetes"
 K8S_VERSION = "1.30.0"
+SCRIPT = K8S / "register-search-attributes.sh"
+# Kinds from operators (External Secrets): no schema in kubernetes-validate; checked by hand.
+CRD_KINDS = {"ExternalSecret"}
 ENV_VARS = (
     "TEMPORAL_ADDRESS",
     "TEMPORAL_NAMESPACE",
@@ -77,12 +80,14 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
-def _k8s_docs() -> list[tuple[Path, dict[str, Any]]]:
+def _k8s_docs(*, crds: bool = False) -> list[tuple[Path, dict[str, Any]]]:
     return [
         (path, doc)
-        for path in sorted(K8S.glob("*.yaml"))
+        for path in sorted(K8S.rglob("*.yaml"))
+        if "helm" not in path.relative_to(K8S).parts
         for doc in _load_all(path)
         if not str(doc.get("apiVersion", "")).startswith("kustomize.config.k8s.io")
+        and (crds or doc["kind"] not in CRD_KINDS)
     ]
 
 
@@ -141,6 +146,18 @@ def test_compose_services_are_complete(compose: dict[str, Any]) -> None:
         for target in service.get("depends_on", {}):
             assert target in services, f"{name} depends on unknown {target}"
     assert services["temporal"]["environment"]["DB"] == "postgres12"
+    # Temporal's current images: the deprecated auto-setup image is gone.
+    images = {name: service.get("image", "") for name, service in services.items()}
+    assert not any("auto-setup" in image for image in images.values())
+    assert images["temporal"].startswith("temporalio/server:")
+    assert services["temporal"]["depends_on"]["temporal-schema"] == {
+        "condition": "service_completed_successfully"
+    }
+    for job in ("temporal-schema", "temporal-namespace", "search-attributes"):
+        assert images[job].startswith("temporalio/admin-tools:"), job
+        for volume in services[job].get("volumes", []):
+            source = volume.split(":")[0]
+            assert (COMPOSE.parent / source).resolve().exists(), f"{job}: {source}"
     assert services["api"]["healthcheck"]["test"][:2] == ["CMD", "python"]
     assert services["api"]["environment"]["JOURNEY_HEALTHCHECK_URL"].endswith("/readyz")
     codec = services["temporal-ui"]["environment"]["TEMPORAL_CODEC_ENDPOINT"]
@@ -212,8 +229,15 @@ def test_kubernetes_schema_check_can_fail() -> None:
 def test_kustomization_lists_every_manifest() -> None:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     listed = set(kustomization["resources"])
-    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    on_disk = {
+        str(p.relative_to(K8S))
+        for p in K8S.rglob("*.yaml")
+        if "helm" not in p.relative_to(K8S).parts
+    } - {"kustomization.yaml"}
     assert listed == on_disk
+    (generated,) = kustomization["configMapGenerator"]
+    assert generated["files"] == [SCRIPT.name]
+    assert generated["options"]["disableNameSuffixHash"] is True
 
 
 def _longest_activity_timeout() -> int:
@@ -222,12 +246,28 @@ def _longest_activity_timeout() -> int:
     return int(found.group(1))
 
 
+def _activity_timeout_seconds() -> float:
+    from workflows.journey.effects import WRITE_TIMEOUT
+
+    return WRITE_TIMEOUT.total_seconds()
+
+
 def test_documented_timeouts_match_the_code() -> None:
     from worker.registry import GRACEFUL_SHUTDOWN
-    from workflows.journey import ACTIVITY_TIMEOUT
 
-    assert _longest_activity_timeout() == ACTIVITY_TIMEOUT.total_seconds()
-    assert GRACEFUL_SHUTDOWN > ACTIVITY_TIMEOUT
+    assert _longest_activity_timeout() == _activity_timeout_seconds()
+    assert GRACEFUL_SHUTDOWN.total_seconds() > _activity_timeout_seconds()
+
+
+def test_worker_manifest_comment_states_the_code_timeouts() -> None:
+    from worker.registry import GRACEFUL_SHUTDOWN
+
+    text = " ".join((K8S / "worker.yaml").read_text().replace("#", " ").split())
+    shutdown = re.search(r"graceful_shutdown_timeout \((\d+) s", text)
+    activity = re.search(r"start_to_close_timeout \((\d+) s", text)
+    assert shutdown and activity, "worker.yaml must state both timeouts"
+    assert int(shutdown.group(1)) == GRACEFUL_SHUTDOWN.total_seconds()
+    assert int(activity.group(1)) == _activity_timeout_seconds()
 
 
 def test_worker_outlives_its_longest_activity_on_sigterm() -> None:
@@ -293,8 +333,11 @@ def test_pods_run_as_non_root_and_use_the_shared_config() -> None:
 def test_search_attribute_job_runs_the_script() -> None:
     job = _k8s("Job", "journey-search-attributes")
     (container,) = _containers(job)
-    assert container["command"] == ["sh", "/app/deploy/register-search-attributes.sh"]
-    script = (DEPLOY / "register-search-attributes.sh").read_text()
+    assert container["image"].startswith("temporalio/admin-tools:")
+    assert container["command"] == ["sh", "/scripts/register-search-attributes.sh"]
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["script"]["configMap"]["name"] == "journey-search-attributes-script"
+    script = SCRIPT.read_text()
     for name, kind in SEARCH_ATTRIBUTES.items():
         assert f"{name}={kind}" in script
 
@@ -310,8 +353,128 @@ def test_helm_values_use_external_postgres_from_a_secret() -> None:
         assert sql["existingSecret"]
     namespaces = values["server"]["config"]["namespaces"]["namespace"]
     assert [n["name"] for n in namespaces] == ["pore-journey"]
-    ui_env = {e["name"]: e["value"] for e in values["web"]["additionalEnv"]}
+    ui_env = {e["name"]: e.get("value") for e in values["web"]["additionalEnv"]}
     assert ui_env["TEMPORAL_CODEC_ENDPOINT"].endswith("/codec")
+
+
+def test_temporal_ui_is_behind_tls_and_a_login() -> None:
+    web = yaml.safe_load((K8S / "helm" / "temporal-values.yaml").read_text())["web"]
+    env = {e["name"]: e for e in web["additionalEnv"]}
+    assert env["TEMPORAL_AUTH_ENABLED"]["value"] == "true"
+    assert env["TEMPORAL_AUTH_CALLBACK_URL"]["value"].startswith("https://")
+    assert "secretKeyRef" in env["TEMPORAL_AUTH_CLIENT_SECRET"]["valueFrom"]
+    assert "value" not in env["TEMPORAL_AUTH_CLIENT_SECRET"]
+    ingress = web["ingress"]
+    assert ingress["enabled"] is True
+    assert set(ingress["tls"][0]["hosts"]) == set(ingress["hosts"])
+
+
+def test_api_ingress_serves_https_only() -> None:
+    ingress = _k8s("Ingress", "journey-api")
+    hosts = {rule["host"] for rule in ingress["spec"]["rules"]}
+    tls_hosts = {h for entry in ingress["spec"]["tls"] for h in entry["hosts"]}
+    assert hosts <= tls_hosts
+    assert all(entry["secretName"] for entry in ingress["spec"]["tls"])
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/force-ssl-redirect"]
+    (path,) = ingress["spec"]["rules"][0]["http"]["paths"]
+    service = _k8s("Service", "journey-api")
+    assert path["backend"]["service"]["name"] == service["metadata"]["name"]
+    port_names = {p["name"] for p in service["spec"]["ports"]}
+    assert path["backend"]["service"]["port"]["name"] in port_names
+
+
+def test_network_policies_deny_by_default_and_open_only_what_is_used() -> None:
+    policies = {d["metadata"]["name"]: d for _, d in _k8s_docs() if d["kind"] == "NetworkPolicy"}
+    deny = policies["default-deny"]["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+    pods = {
+        d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+        for _, d in _k8s_docs()
+        if d["kind"] == "Deployment"
+    }
+    common = policies["journey-egress-common"]["spec"]
+    for name, labels in pods.items():
+        assert common["podSelector"]["matchLabels"].items() <= labels.items(), name
+    egress_ports = {p["port"] for rule in common["egress"] for p in rule["ports"]}
+    assert {53, 5432, 7233, 4318} <= egress_ports
+    api_in = policies["journey-api-ingress"]["spec"]
+    assert api_in["podSelector"]["matchLabels"].items() <= pods["journey-api"].items()
+    assert {p["port"] for rule in api_in["ingress"] for p in rule["ports"]} == {8000, 9464}
+    dispatcher_out = policies["journey-dispatcher-egress"]["spec"]
+    assert (
+        dispatcher_out["podSelector"]["matchLabels"].items() <= pods["journey-dispatcher"].items()
+    )
+    # Workers accept nothing but metrics scrapes.
+    metrics = policies["journey-metrics-ingress"]["spec"]
+    assert {p["port"] for rule in metrics["ingress"] for p in rule["ports"]} == {9464}
+
+
+def test_secrets_come_from_the_secret_store() -> None:
+    external = {
+        d["metadata"]["name"]: d for _, d in _k8s_docs(crds=True) if d["kind"] == "ExternalSecret"
+    }
+    app = external["pore-journey-secrets"]["spec"]
+    assert app["target"]["name"] == "pore-journey-secrets"
+    assert app["secretStoreRef"]["kind"] == "ClusterSecretStore"
+    keys = {entry["secretKey"] for entry in app["data"]}
+    config = _k8s("ConfigMap", "pore-journey-config")
+    secret_vars = {
+        "DATABASE_URL",
+        "JOURNEY_CODEC_KEYS",
+        "JOURNEY_CODEC_ACTIVE_KEY",
+        "JOURNEY_PATIENT_LINK_SECRET",
+        "JOURNEY_INTEGRATION_SECRETS",
+    }
+    assert secret_vars <= keys
+    assert not (secret_vars & set(config["data"])), "a secret in the ConfigMap"
+    tls = external["temporal-client-tls"]["spec"]
+    assert tls["target"]["template"]["type"] == "kubernetes.io/tls"
+    assert {e["secretKey"] for e in tls["data"]} == {"tls.crt", "tls.key"}
+    for _, doc in _k8s_docs():
+        for text in yaml.safe_dump(doc).splitlines():
+            assert "password:" not in text.lower() or "secret" in text.lower(), text
+
+
+def test_mtls_uses_the_environment_configuration_names() -> None:
+    config = (K8S / "configmap.yaml").read_text()
+    assert "TEMPORAL_TLS_CLIENT_CERT_PATH: /etc/temporal-tls/tls.crt" in config
+    assert "TEMPORAL_TLS_CLIENT_KEY_PATH: /etc/temporal-tls/tls.key" in config
+    assert "TEMPORAL_TLS_CLIENT_CERT:" not in config  # the deprecated name
+    for kind, name in [
+        ("Deployment", "journey-worker"),
+        ("Deployment", "journey-api"),
+        ("Deployment", "journey-dispatcher"),
+        ("Job", "journey-search-attributes"),
+    ]:
+        pod = _k8s(kind, name)["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["temporal-tls"]["secret"] == {
+            "secretName": "temporal-client-tls",
+            "optional": True,
+        }, name
+        (container,) = pod["containers"]
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert mounts["temporal-tls"] == "/etc/temporal-tls", name
+
+
+def test_backups_run_nightly_and_the_restore_drill_is_documented() -> None:
+    cron = _k8s("CronJob", "journey-db-backup")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    script = " ".join(container["args"])
+    assert "pg_dump --format=custom" in script and "pg_restore --list" in script
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert claims == {_k8s("PersistentVolumeClaim", "journey-backups")["metadata"]["name"]}
+    readme = (DEPLOY / "README.md").read_text()
+    assert "## Backups and the restore drill" in readme
+    for step in ("pg_restore", "journey migrate", "temporal_visibility"):
+        assert step in readme, step
 
 
 # --- image and lock -------------------------------------------------------------------------
@@ -442,7 +605,7 @@ def script_env(env: WorkflowEnvironment) -> Iterator[dict[str, str]]:
 async def _run_script(environment: dict[str, str]) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         "sh",
-        str(DEPLOY / "register-search-attributes.sh"),
+        str(SCRIPT),
         env=environment,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
