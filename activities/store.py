@@ -246,7 +246,9 @@ class JourneyStore:
                 ],
             )
 
-    async def _merge_status(self, conn: asyncpg.Connection, record: StepRecord) -> None:
+    async def _merge_status(
+        self, conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, record: StepRecord
+    ) -> None:
         """Merge the step's status patch into the read model; the list columns come from the
         merged status, so a write carries only what changed."""
         stored = await conn.fetchval(_CURRENT_STATUS, record.workflow_id)
