@@ -207,7 +207,7 @@ def instrument_asyncpg() -> None:
 
     with _lock:
         # The instrumentor is a singleton that remembers whether it is active.
-        instrumentor = AsyncPGInstrumentor(capture_parameters=False)  # type: ignore[no-untyped-call]
+        instrumentor = AsyncPGInstrumentor(capture_parameters=False)
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument()
 
