@@ -264,6 +264,13 @@ def apply_completion(fx: Effects, fact: SessionCompletedSignal) -> Write:
     if not checked:
         st.flag("no_pre_session_check")
     cancelled = cancel_pending(fx)
+    nxt = st.current_session()
+    if nxt is not None and needs_replan(fx, nxt):
+        # A completion dated earlier than planned: the rest of the plan moves now, so the
+        # status never shows sessions closer than the minimum interval.
+        plan = planning.plan_remaining(fx, planning.earliest_booking_day(fx))
+        if plan.sessions:
+            planning.apply_plan(fx, plan)
     planning.refresh_dates(fx)
     notifications = recovery.start(fx, fact.session_number)
     return Write(
