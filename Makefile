@@ -25,7 +25,7 @@ endif
 timed = @printf '\033[1m==> %s\033[0m\n' "$(1)"; t0=$$(date +%s.%N); $(2) \
 	&& printf '    done: %s in %.1f s\n' "$(1)" "$$(echo "$$(date +%s.%N) - $$t0" | bc)"
 
-.PHONY: install run test check lint typecheck pytest format lock clean browser fuzz
+.PHONY: install run test check lint typecheck pytest format lock clean browser fuzz soak bench-history
 
 $(UV):
 	$(call timed,installing uv $(UV_VERSION) into $(TOOLS)/,$(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-warn-script-location --target $(TOOLS)/uv-$(UV_VERSION) uv==$(UV_VERSION))
@@ -79,6 +79,15 @@ pytest: $(STAMP) browser
 FUZZ_RUN := FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} FUZZ_PHASES=examples,coverage,fuzzing,stateful
 fuzz: $(STAMP)
 	$(call timed,fuzz,$(FUZZ_RUN) $(BIN)/python -m pytest tests/test_fuzz_api.py -s --timeout 3600)
+
+# The long model-based run of the journey (make test runs a few sequences):
+# tests/test_journey_model.py with thousands of random sequences.
+soak: $(STAMP)
+	$(call timed,soak,JOURNEY_SOAK_EXAMPLES=$${JOURNEY_SOAK_EXAMPLES:-2000} JOURNEY_SOAK_STEPS=$${JOURNEY_SOAK_STEPS:-30} $(BIN)/python -m pytest tests/test_journey_model.py -q --timeout 0)
+
+# History cost of a 4-session course against a bare journey of the same shape (not a test).
+bench-history: $(STAMP)
+	$(BIN)/python -m tests.bench_history --rounds $${ROUNDS:-3}
 
 format: $(STAMP)
 	$(BIN)/ruff format .
