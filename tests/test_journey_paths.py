@@ -416,3 +416,56 @@ async def test_pause_holds_a_booked_session_through_its_day(ts_env: WorkflowEnvi
         assert st.sessions[0].planned_on > await today(ts_env)
         assert "no_show" not in st.flags
     assert "no_show" not in store.event_kinds()
+
+
+async def test_hostile_messages_straight_to_temporal_never_stall(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    """Values the API would refuse, sent by name straight to Temporal: the signal is dropped,
+    the update refused, and the journey keeps answering and running."""
+    store = RecordingStore(BERLIN)
+    async with new_worker(ts_env.client, store.activities()) as w:
+        handle = await start(ts_env, w.task_queue, clinic_id="berlin", pore_grade="moderate")
+        before = await eventually(handle, lambda s: s.stage == "scheduled")
+        hostile = [
+            {
+                "idempotency_key": "k1",
+                "session_number": 1,
+                "completed_at": "9999-12-31T23:59:59-14:00",
+            },
+            {
+                "idempotency_key": "k2",
+                "session_number": 1,
+                "completed_at": "0001-01-01T00:00:00+14:00",
+            },
+            {
+                "idempotency_key": "k3",
+                "session_number": 1,
+                "completed_at": "2026-12-01T09:00:00Z",
+                "source": "emr\x00",
+            },
+            {
+                "idempotency_key": "k4" * 200,
+                "session_number": 1,
+                "completed_at": "2026-12-01T09:00:00Z",
+            },
+            {
+                "idempotency_key": "k5",
+                "session_number": 10**12,
+                "completed_at": "2026-12-01T09:00:00Z",
+            },
+        ]
+        for payload in hostile:
+            await handle.signal("session_completed", payload)
+            with pytest.raises(WorkflowUpdateFailedError):
+                await handle.execute_update("report_session_completed", payload)
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update("pause", {"reason": "x" * 100_000})
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update("withdraw", {"reason": "bye\x00"})
+        await settle(handle)
+        after = await status(handle)
+    assert after.stage == before.stage == "scheduled"
+    assert after.sessions == before.sessions
+    assert not after.anomalies
+    assert "session_completed" not in store.event_kinds()

@@ -11,7 +11,15 @@ import sys
 from datetime import date, datetime, time
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflows.bounds import (
+    ClinicDate,
+    ClinicDateTime,
+    IdempotencyKeyText,
+    safe_multiline_text,
+    safe_text,
+)
 
 # Re-exported: the stage names and the closed stages live in the guard table.
 from workflows.guards import CLOSED_STAGES as CLOSED_STAGES
@@ -26,7 +34,13 @@ Reaction = Literal["none", "expected", "prolonged"]
 Actor = Literal["patient", "staff", "clinician", "integration", "system"]
 Severity = Literal["mild", "moderate", "severe"]
 
-IdempotencyKey = Field(min_length=1, max_length=200)
+# Every value from outside is bounded here too (workflows/bounds.py), so a message sent straight
+# to Temporal cannot carry what the API would refuse: a date the journey cannot compute with,
+# a control character PostgreSQL refuses, a string of megabytes.
+Text64 = safe_text(64, min_length=1)
+Text200 = safe_text(200, min_length=1)
+Text500 = safe_multiline_text(500, min_length=1)
+StaffRef = safe_text(64)
 
 
 class _Message(BaseModel):
@@ -65,7 +79,7 @@ class JourneyStartRequest(_Message):
     screening_by: Actor = "staff"
     trips: list[DateRange] = Field(default=[], max_length=20)
     time_scale: float = Field(default=1.0, ge=1.0, le=10_000_000.0)
-    earliest_start: date | None = None
+    earliest_start: ClinicDate | None = None
     clinic_protocol: ClinicProtocol | None = None
     # Set only by continue-as-new: everything the journey knows, handed whole to the next run.
     carried: JourneyState | None = None
@@ -77,16 +91,16 @@ class JourneyStartRequest(_Message):
 class SessionCompletedSignal(_Message):
     """An integration (booking, EMR, the laser device) reports that a session happened."""
 
-    idempotency_key: str = IdempotencyKey
+    idempotency_key: IdempotencyKeyText
     session_number: int = Field(ge=1, le=100)
-    completed_at: AwareDatetime
-    source: str = Field(default="integration", min_length=1, max_length=64)
+    completed_at: ClinicDateTime
+    source: Text64 = "integration"
 
 
 class RecoveryCheckinSignal(_Message):
     """The recovery check-in after a session (by phone, the patient page or the EMR)."""
 
-    idempotency_key: str = IdempotencyKey
+    idempotency_key: IdempotencyKeyText
     session_number: int = Field(ge=1, le=100)
     day: int = Field(ge=0, le=60)
     reaction: Reaction
@@ -96,17 +110,17 @@ class RecoveryCheckinSignal(_Message):
 class SpfAttestedSignal(_Message):
     """The patient attests SPF-50 use on a date of the compliance window."""
 
-    idempotency_key: str = IdempotencyKey
-    on: date
+    idempotency_key: IdempotencyKeyText
+    on: ClinicDate
     reported_by: Actor = "patient"
 
 
 class AdverseEventSignal(_Message):
     """An adverse reaction; the journey pauses and a clinician is flagged."""
 
-    idempotency_key: str = IdempotencyKey
+    idempotency_key: IdempotencyKeyText
     severity: Severity
-    note_ref: str = Field(min_length=1, max_length=200, description="Id of the clinician's note.")
+    note_ref: Text200 = Field(description="Id of the clinician's note.")
     reported_by: Actor = "clinician"
 
 
@@ -123,7 +137,7 @@ class ScreeningRequest(_Message):
 
     answers: ScreeningAnswers
     requested_by: Actor = "staff"
-    staff_ref: str | None = Field(default=None, max_length=64)
+    staff_ref: StaffRef | None = None
 
 
 class ScreeningDecision(_Message):
@@ -141,7 +155,7 @@ class PreSessionCheckRequest(_Message):
     session_number: int = Field(ge=1, le=100)
     answers: ScreeningAnswers
     checked_by: Actor = "staff"
-    staff_ref: str | None = Field(default=None, max_length=64)
+    staff_ref: StaffRef | None = None
 
 
 class PreSessionCheckResult(_Message):
@@ -157,7 +171,7 @@ class RescheduleRequest(_Message):
     """Move a session: to a date (the clinic's default time) or a date and local time."""
 
     session_number: int = Field(ge=1, le=100)
-    new_date: date
+    new_date: ClinicDate
     new_time: time | None = None
     requested_by: Literal["patient", "staff"] = "patient"
 
@@ -173,21 +187,21 @@ class RescheduleResult(_Message):
 class PauseRequest(_Message):
     """Hold every timer-driven step until resumed."""
 
-    reason: str = Field(min_length=1, max_length=500)
+    reason: Text500
     requested_by: Actor = "staff"
 
 
 class ResumeRequest(_Message):
     """Resume a paused journey where it left off (replanning dates that passed)."""
 
-    reason: str = Field(min_length=1, max_length=500)
+    reason: Text500
     requested_by: Actor = "staff"
 
 
 class WithdrawRequest(_Message):
     """End the journey for good, with the reason."""
 
-    reason: str = Field(min_length=1, max_length=500)
+    reason: Text500
     requested_by: Actor = "staff"
 
 
@@ -204,8 +218,8 @@ class ReviewRequest(_Message):
     outcome: Literal["complete", "further_course"]
     further_sessions: int | None = Field(default=None, ge=1, le=100)
     reviewed_by: Actor = "clinician"
-    staff_ref: str | None = Field(default=None, max_length=64)
-    note_ref: str | None = Field(default=None, max_length=200)
+    staff_ref: StaffRef | None = None
+    note_ref: Text200 | None = None
 
 
 class ReviewResult(_Message):
@@ -235,9 +249,9 @@ class ResolveAnomalyRequest(_Message):
 
     anomaly_id: int = Field(ge=1, le=1_000_000)
     action: Literal["apply", "dismiss"]
-    note: str = Field(min_length=1, max_length=500)
+    note: Text500
     requested_by: Actor = "staff"
-    staff_ref: str | None = Field(default=None, max_length=64)
+    staff_ref: StaffRef | None = None
 
 
 class ResolveAnomalyResult(_Message):

@@ -35,6 +35,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.bounds import ClinicDate, bounded_tuple, safe_multiline_text, safe_text
 from workflows.calendar import add_months
 from workflows.protocol import Protocol, normalise_drug_name
 from workflows.reasons import Reason, format_date
@@ -73,20 +74,20 @@ class ScreeningAnswers(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     pregnant: bool = False
-    pregnancy_recheck_on: date | None = None
+    pregnancy_recheck_on: ClinicDate | None = None
     photosensitivity: bool = False
     open_wounds: bool = False
     recent_tan: bool = False
     active_infection: bool = False
     malignant_lesions: bool = False
     isotretinoin: bool = False
-    isotretinoin_last_dose_on: date | None = None
-    photosensitising_drugs: tuple[str, ...] = ()
-    drug_washout_until: date | None = None
+    isotretinoin_last_dose_on: ClinicDate | None = None
+    photosensitising_drugs: bounded_tuple(safe_text(100), 30) = ()  # type: ignore[valid-type]
+    drug_washout_until: ClinicDate | None = None
     fitzpatrick_type: int | None = Field(default=None, ge=1, le=6)
     cold_sore_history: bool = False
-    other_condition: str | None = None
-    clinician_override_reason: str | None = None
+    other_condition: safe_multiline_text(1000) | None = None  # type: ignore[valid-type]
+    clinician_override_reason: safe_multiline_text(1000) | None = None  # type: ignore[valid-type]
 
 
 class ScreeningResult(BaseModel):
