@@ -1,0 +1,264 @@
+"""The clinical-safety fixes of Journey v2, each a whole journey in the time-skipping server that
+failed on the first release: sticky stages, honest facts, clinician-only decisions, the review
+window, recovery to its day, resume after a pause in recovery, no failure without a plan, the
+sandbox-only simulation clock, and wording from the protocol."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from tests.fixtures_temporal import new_worker
+from tests.journey_helpers import (
+    advance_to,
+    advance_until_stage,
+    complete_session,
+    eventually,
+    settle,
+    status,
+    update,
+)
+from tests.test_journey import BERLIN, RecordingStore, start
+from tests.test_journey_paths import refusal, today
+from workflows.journey import PatientJourney
+from workflows.messages import (
+    PauseRequest,
+    RecoveryCheckinSignal,
+    ResumeRequest,
+    ScreeningRequest,
+    SessionCompletedSignal,
+    WithdrawRequest,
+)
+from workflows.protocol import DateRange
+from workflows.screening import ScreeningAnswers
+
+OVERRIDE = ScreeningAnswers(photosensitivity=True, clinician_override_reason="tested: safe")
+
+
+async def test_only_a_clinician_overrides_an_exclusion(ts_env: WorkflowEnvironment) -> None:
+    store = RecordingStore(BERLIN)
+    async with new_worker(ts_env.client, store.activities()) as w:
+        # At enrolment by staff: the override does not lift the exclusion.
+        staff = await start(
+            ts_env, w.task_queue, clinic_id="berlin", pore_grade="small", screening=OVERRIDE
+        )
+        st = await eventually(staff, lambda s: s.stage == "excluded")
+        assert st.closed_reason is not None and "only a clinician" in st.closed_reason.lower()
+        # The same answers from a clinician: eligible.
+        clinician = await start(
+            ts_env,
+            w.task_queue,
+            clinic_id="berlin",
+            pore_grade="small",
+            screening=OVERRIDE,
+            screening_by="clinician",
+        )
+        st = await eventually(clinician, lambda s: s.stage in ("scheduled", "awaiting_season"))
+        assert st.screening_outcome == "eligible"
+        # A re-screen with an override or a washout date is refused unless by a clinician.
+        deferred = await start(
+            ts_env,
+            w.task_queue,
+            clinic_id="berlin",
+            pore_grade="small",
+            screening=ScreeningAnswers(recent_tan=True),
+        )
+        await eventually(deferred, lambda s: s.stage == "deferred")
+        with pytest.raises(WorkflowUpdateFailedError) as err:
+            await update(
+                deferred,
+                PatientJourney.submit_screening,
+                ScreeningRequest(
+                    answers=ScreeningAnswers(
+                        photosensitising_drugs=("doxycycline",), drug_washout_until=date(2027, 1, 1)
+                    ),
+                    requested_by="staff",
+                ),
+            )
+        assert refusal(err) == ("ScreeningRefused", ["clinician_only"])
+        decision = await update(
+            deferred,
+            PatientJourney.submit_screening,
+            ScreeningRequest(
+                answers=ScreeningAnswers(
+                    photosensitising_drugs=("doxycycline",), drug_washout_until=date(2027, 1, 1)
+                ),
+                requested_by="clinician",
+                staff_ref="staff-42",
+            ),
+        )
+        assert decision.outcome == "deferred" and decision.until == date(2027, 1, 1)
+        await settle(deferred)
+    assert any("staff-42" in e.summary for s in store.steps.values() for e in s.events)
+
+
+async def test_a_listed_drug_waits_for_the_clinicians_date(ts_env: WorkflowEnvironment) -> None:
+    store = RecordingStore(BERLIN)
+    async with new_worker(ts_env.client, store.activities()) as w:
+        handle = await start(
+            ts_env,
+            w.task_queue,
+            clinic_id="berlin",
+            pore_grade="small",
+            screening=ScreeningAnswers(photosensitising_drugs=("Doxycycline",)),
+        )
+        st = await eventually(handle, lambda s: s.stage == "deferred")
+    assert st.deferred_until is None  # no invented washout
+    assert any("doxycycline" in t.lower() and "tetracyclines" in t for t in st.clinician_tasks)
+
+
+async def test_withdraw_is_final_and_nothing_follows(ts_env: WorkflowEnvironment) -> None:
+    store = RecordingStore(BERLIN)
+    async with new_worker(ts_env.client, store.activities()) as w:
+        handle = await start(ts_env, w.task_queue, clinic_id="berlin", pore_grade="moderate")
+        st = await eventually(handle, lambda s: s.stage == "scheduled")
+        result = await update(handle, PatientJourney.withdraw, WithdrawRequest(reason="moved"))
+        assert result.stage == "withdrawn"
+        final = await handle.result()
+    assert final.stage == "withdrawn"
+    assert {s.state for s in final.sessions} == {"cancelled"}
+    withdrawn = max(
+        n for n, s in store.steps.items() if any(e.kind == "withdrawn" for e in s.events)
+    )
+    assert store.steps[withdrawn].cancel_pending_notifications
+    assert max(store.steps) == withdrawn  # nothing written after it
+    assert st.sessions[0].state == "booked"
+
+
+async def test_a_completion_in_the_future_is_kept_not_applied(ts_env: WorkflowEnvironment) -> None:
+    store = RecordingStore(BERLIN)
+    async with new_worker(ts_env.client, store.activities()) as w:
+        handle = await start(ts_env, w.task_queue, clinic_id="berlin", pore_grade="moderate")
+        st = await advance_until_stage(ts_env, handle, {"session_due"})
+        result = await update(
+            handle,
+            PatientJourney.report_session_completed,
+            SessionCompletedSignal(
+                idempotency_key="future-1",
+                session_number=1,
+                completed_at=await ts_env.get_current_time() + timedelta(hours=6),
+                source="emr",
+            ),
+        )
+        assert result.outcome == "anomaly"
+        assert [r.rule for r in result.reasons] == ["in_future"]
+        # The same key, corrected, is applied: a kept fact does not spend its key.
+        fixed = await update(
+            handle,
+            PatientJourney.report_session_completed,
+            SessionCompletedSignal(
+                idempotency_key="future-1",
+                session_number=1,
+                completed_at=await ts_env.get_current_time(),
+                source="emr",
+            ),
+        )
+        assert fixed.outcome == "applied"
+        st = await eventually(handle, lambda s: s.sessions[0].state == "done")
+        assert not st.anomalies  # resolved by the resend
+    assert store.event_kinds().count("session_completed") == 1
+
+
+async def test_recovery_runs_to_its_day_and_a_late_reaction_is_prolonged(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    store = RecordingStore(BERLIN)
+    p = BERLIN.protocol
+    async with new_worker(ts_env.client, store.activities()) as w:
+        handle = await start(ts_env, w.task_queue, clinic_id="berlin", pore_grade="moderate")
+        st = await complete_session(ts_env, handle, 1, checkin="expected")
+        # An early check-in does not end recovery.
+        await advance_to(ts_env, await ts_env.get_current_time() + timedelta(days=2))
+        st = await status(handle)
+        assert st.stage == "recovery"
+        checkin_at = st.next_action_at
+        assert checkin_at is not None
+        done_on = st.sessions[0].completed_at
+        assert done_on is not None and (checkin_at - done_on).days >= p.recovery_checkin_day - 1
+        # Session 2: a reaction still "expected" on day 9 is prolonged whatever its label.
+        await complete_session(ts_env, handle, 2, checkin=None)
+        st = await status(handle)
+        done2 = st.sessions[1].completed_at
+        assert done2 is not None
+        await advance_to(ts_env, done2 + timedelta(days=p.recovery_days_max + 2))
+        await handle.signal(
+            PatientJourney.record_recovery_checkin,
+            RecoveryCheckinSignal(
+                idempotency_key="late", session_number=2, day=3, reaction="expected"
+            ),
+        )
+        st = await eventually(handle, lambda s: s.stage == "paused")
+    assert "prolonged_reaction" in st.flags
+    assert any("reaction still present" in t for t in st.clinician_tasks)
+
+
+async def test_resume_in_recovery_sends_no_stale_checkin(ts_env: WorkflowEnvironment) -> None:
+    store = RecordingStore(BERLIN)
+    async with new_worker(ts_env.client, store.activities()) as w:
+        handle = await start(ts_env, w.task_queue, clinic_id="berlin", pore_grade="moderate")
+        await complete_session(ts_env, handle, 1, checkin=None)
+        await update(handle, PatientJourney.pause, PauseRequest(reason="travelling"))
+        st = await status(handle)
+        scheduled = [
+            n for s in store.steps.values() for n in s.notifications if n.kind == "recovery_checkin"
+        ]
+        assert len(scheduled) == 1
+        await advance_to(ts_env, await ts_env.get_current_time() + timedelta(days=20))
+        await update(handle, PatientJourney.resume, ResumeRequest(reason="back"))
+        st = await eventually(handle, lambda s: s.stage != "paused")
+        await settle(handle)
+        resumed_at = await ts_env.get_current_time()
+        st = await status(handle)
+    pause_step = max(n for n, s in store.steps.items() if any(e.kind == "paused" for e in s.events))
+    assert scheduled[0].key in store.steps[pause_step].cancel_notifications
+    again = [
+        n for s in store.steps.values() for n in s.notifications if n.kind == "recovery_checkin"
+    ]
+    assert again == scheduled  # no stale check-in after the resume
+    # The overdue chase restarts from the resume, and any rebooking keeps the booking notice.
+    if st.stage == "recovery":
+        assert st.next_action_at is not None and st.next_action_at > resumed_at
+    notice = timedelta(days=BERLIN.protocol.booking_notice_days)
+    assert all(s.planned_on >= (resumed_at + notice).date() for s in st.sessions[1:])
+
+
+async def test_no_possible_plan_waits_with_a_clinician_task(ts_env: WorkflowEnvironment) -> None:
+    store = RecordingStore(BERLIN)
+    start_day = await today(ts_env)
+    trip = DateRange(start=start_day, end=start_day + timedelta(days=3650 * 3))
+    async with new_worker(ts_env.client, store.activities()) as w:
+        handle = await start(
+            ts_env, w.task_queue, clinic_id="berlin", pore_grade="small", trips=[trip]
+        )
+        st = await eventually(
+            handle, lambda s: any("No course fits" in t for t in s.clinician_tasks)
+        )
+        assert st.stage == "awaiting_season"
+        assert st.waiting_reason and "No course can be planned" in st.waiting_reason
+        await update(handle, PatientJourney.withdraw, WithdrawRequest(reason="trip mistyped"))
+        final = await handle.result()
+    assert final.stage == "withdrawn"  # the workflow never failed
+
+
+async def test_simulation_clock_only_in_a_sandbox_clinic(ts_env: WorkflowEnvironment) -> None:
+    store = RecordingStore(BERLIN)
+    async with new_worker(ts_env.client, store.activities()) as w:
+        handle = await start(
+            ts_env, w.task_queue, clinic_id="berlin", pore_grade="small", time_scale=1000
+        )
+        st = await eventually(handle, lambda s: s.stage in ("scheduled", "awaiting_season"))
+    assert st.time_scale == 1.0
+    assert "simulation_clock_refused" in store.event_kinds()
+
+
+def test_no_wording_literal_in_the_journey_code() -> None:
+    """The review's and the sun protection's wording come from the protocol."""
+    folder = Path(__file__).parents[1] / "workflows" / "journey"
+    for path in folder.glob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"SPF[ -]?50|3-month|three months", text), path.name
