@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from datetime import date, datetime, time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,10 +37,16 @@ Severity = Literal["mild", "moderate", "severe"]
 # Every value from outside is bounded here too (workflows/bounds.py), so a message sent straight
 # to Temporal cannot carry what the API would refuse: a date the journey cannot compute with,
 # a control character PostgreSQL refuses, a string of megabytes.
-Text64 = safe_text(64, min_length=1)
-Text200 = safe_text(200, min_length=1)
-Text500 = safe_multiline_text(500, min_length=1)
-StaffRef = safe_text(64)
+if TYPE_CHECKING:
+    Text64 = str
+    Text200 = str
+    Text500 = str
+    StaffRef = str
+else:
+    Text64 = safe_text(64, min_length=1)
+    Text200 = safe_text(200, min_length=1)
+    Text500 = safe_multiline_text(500, min_length=1)
+    StaffRef = safe_text(64)
 
 
 class _Message(BaseModel):

@@ -31,7 +31,7 @@ Pure and deterministic; safe in the Temporal workflow sandbox.
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,6 +41,13 @@ from workflows.protocol import Protocol, normalise_drug_name
 from workflows.reasons import Reason, format_date
 
 __all__ = ["ScreeningAnswers", "ScreeningResult", "reaction_is_prolonged", "screen"]
+
+if TYPE_CHECKING:
+    DrugNames = tuple[str, ...]
+    FreeText = str
+else:
+    DrugNames = bounded_tuple(safe_text(100), 30)
+    FreeText = safe_multiline_text(1000)
 
 ANTIVIRAL_TASK = "antiviral prophylaxis before each session"
 CONSERVATIVE_FLAG = "conservative_settings"
@@ -82,12 +89,12 @@ class ScreeningAnswers(BaseModel):
     malignant_lesions: bool = False
     isotretinoin: bool = False
     isotretinoin_last_dose_on: ClinicDate | None = None
-    photosensitising_drugs: bounded_tuple(safe_text(100), 30) = ()  # type: ignore[valid-type]
+    photosensitising_drugs: DrugNames = ()
     drug_washout_until: ClinicDate | None = None
     fitzpatrick_type: int | None = Field(default=None, ge=1, le=6)
     cold_sore_history: bool = False
-    other_condition: safe_multiline_text(1000) | None = None  # type: ignore[valid-type]
-    clinician_override_reason: safe_multiline_text(1000) | None = None  # type: ignore[valid-type]
+    other_condition: FreeText | None = None
+    clinician_override_reason: FreeText | None = None
 
 
 class ScreeningResult(BaseModel):
@@ -344,9 +351,13 @@ def screen(
         )
     if deferrals:
         dated = [d for d in deferrals if d is not None]
-        until = max(dated) if len(dated) == len(deferrals) else None
+        rescreen_on = max(dated) if len(dated) == len(deferrals) else None
         return ScreeningResult(
-            outcome="deferred", until=until, reasons=reasons, flags=flags, clinician_tasks=tasks
+            outcome="deferred",
+            until=rescreen_on,
+            reasons=reasons,
+            flags=flags,
+            clinician_tasks=tasks,
         )
     return ScreeningResult(
         outcome="eligible", until=None, reasons=reasons, flags=flags, clinician_tasks=tasks

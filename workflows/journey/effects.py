@@ -269,10 +269,21 @@ class Effects:
         **params: str,
     ) -> NotificationRecord:
         """An outbox row, keyed per course; ``send_at`` is journey time (scheduled sends)."""
+        return self.notify_params(kind, key, params, audience, send_at)
+
+    def notify_params(
+        self,
+        kind: str,
+        key: str,
+        params: dict[str, str],
+        audience: str = "patient",
+        send_at: datetime | None = None,
+    ) -> NotificationRecord:
+        """:meth:`notify` with the template's parameters as one mapping."""
         return NotificationRecord(
             key=self.notification_key(key),
-            kind=kind,  # type: ignore[arg-type]
-            audience=audience,  # type: ignore[arg-type]
+            kind=kind,
+            audience=audience,
             params=params,
             send_at=self.real_time(send_at) if send_at is not None else None,
         )

@@ -7,6 +7,7 @@ contraindication or set a drug washout (the rule module refuses anyone else's).
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 from temporalio import workflow
@@ -80,8 +81,8 @@ async def screen_until_eligible(fx: Effects) -> bool:
             return False
         at = fx.day_start(result.until) if result.until else None
         version = st.answers_version
-        await fx.advance(lambda r=result, at=at: _defer(fx, r, at))
-        await fx.sleep_until(at, lambda v=version: st.answers_version != v, "deferred")
+        await fx.advance(functools.partial(_defer, fx, result, at))
+        await fx.sleep_until(at, functools.partial(_answered_since, fx, version), "deferred")
         if st.answers_version == version:
             # The date came: ask for fresh answers rather than reuse the old ones.
             st.answers = None
@@ -105,3 +106,7 @@ def _defer(fx: Effects, result: ScreeningResult, at: datetime | None) -> Write:
             )
         ]
     )
+
+
+def _answered_since(fx: Effects, version: int) -> bool:
+    return fx.state.answers_version != version

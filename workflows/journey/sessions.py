@@ -79,11 +79,11 @@ def booking_messages(fx: Effects, s: SessionStatus, kind: str) -> list[Notificat
     assert s.starts_at is not None
     st.booking_counter += 1
     tag = f"s{s.number}-{st.booking_counter}"
-    messages = [fx.notify(kind, f"{tag}-booked", **session_params(fx, s))]
+    messages = [fx.notify_params(kind, f"{tag}-booked", session_params(fx, s))]
     reminder_at = s.starts_at - timedelta(hours=fx.cp.protocol.reminder_lead_hours)
     if reminder_at > fx.now():
-        reminder = fx.notify(
-            "session_reminder", f"{tag}-reminder", send_at=reminder_at, **session_params(fx, s)
+        reminder = fx.notify_params(
+            "session_reminder", f"{tag}-reminder", session_params(fx, s), send_at=reminder_at
         )
         st.pending_messages.append(reminder.key)
         messages.append(reminder)
@@ -414,10 +414,10 @@ def apply_reschedule(fx: Effects, request: RescheduleRequest, check: ChangeCheck
             # Not booked yet: the patient still hears of the new date they asked for.
             fx.state.booking_counter += 1
             notifications.append(
-                fx.notify(
+                fx.notify_params(
                     "session_rebooked",
                     f"s{number}-{fx.state.booking_counter}-moved",
-                    **session_params(fx, moved),
+                    session_params(fx, moved),
                 )
             )
     if st.stage == "session_due":

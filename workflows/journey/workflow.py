@@ -279,7 +279,7 @@ class PatientJourney:
             outcome=result.outcome,
             until=result.until,
             reasons=result.reasons,
-            stage=stage[result.outcome],  # type: ignore[arg-type]
+            stage=stage[result.outcome],
         )
 
     @submit_screening.validator
