@@ -69,7 +69,7 @@ PoreGrade = Literal["small", "moderate", "large"]
 
 # The bounds of this API (docs/security.md): the shared types of workflows/bounds.py plus the
 # numbers below. A value outside them is a 422 naming the field.
-MAX_TRIPS: Final = 50
+MAX_TRIPS: Final = 20  # as JourneyStartRequest.trips (workflows/messages.py)
 MAX_TRIP_DAYS: Final = 366  # a trip longer than a year is a typo (a 10-year trip stalls planning)
 MAX_SESSION_NUMBER: Final = 50
 MAX_FURTHER_SESSIONS: Final = (

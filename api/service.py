@@ -600,6 +600,8 @@ class JourneyService:
             pore_grade=request.pore_grade,
             numbing_cream=request.numbing_cream,
             screening=request.screening.to_answers(),
+            # Who took the intake answers: only a clinician's may override or set a washout.
+            screening_by=_actor_for_role(staff.role) if staff is not None else "staff",
             trips=[t.to_range() for t in request.trips],
             time_scale=request.time_scale,
             earliest_start=request.earliest_start,
@@ -858,12 +860,13 @@ class JourneyService:
         *,
         actor: Actor = "staff",
         request_id: str | None = None,
+        staff_ref: str | None = None,
     ) -> ScreeningDecision:
         """Submit re-screen answers. Refused (``ScreeningRefused``) unless screening/deferred."""
         result: ScreeningDecision = await self._update(
             patient_id,
             PatientJourney.submit_screening,
-            ScreeningRequest(answers=answers, requested_by=actor),
+            ScreeningRequest(answers=answers, requested_by=actor, staff_ref=staff_ref),
             actor,
             request_id,
         )
@@ -877,6 +880,7 @@ class JourneyService:
         *,
         actor: Actor = "staff",
         request_id: str | None = None,
+        staff_ref: str | None = None,
     ) -> PreSessionCheckResult:
         """The check on the day. Refused (``PreSessionCheckRefused``) unless for the next
         session of a scheduled or due course."""
@@ -884,7 +888,10 @@ class JourneyService:
             patient_id,
             PatientJourney.pre_session_check,
             PreSessionCheckRequest(
-                session_number=session_number, answers=answers, checked_by=actor
+                session_number=session_number,
+                answers=answers,
+                checked_by=actor,
+                staff_ref=staff_ref,
             ),
             actor,
             request_id,
@@ -1057,6 +1064,12 @@ class JourneyService:
 def actor_for(staff: StaffRow) -> Actor:
     """The actor recorded for a staff user's requests (``clinician`` or ``staff``)."""
     return _actor_for_role(staff.role)
+
+
+def staff_ref(staff: StaffRow) -> str:
+    """The staff member as the workflow's messages name them (``staff_ref``): an id and the
+    name, never a patient's data; at most 64 characters."""
+    return f"staff:{staff.id} {staff.name}"[:64]
 
 
 async def _insert_patient(pool: asyncpg.Pool, patient_id: str, patient: PatientCreate) -> None:

@@ -14,7 +14,16 @@ import pytest
 from activities import repository
 from api import schemas
 from api.main import create_app
-from tests.test_api import FAST_CLINIC, Stack, enrol_body, make_settings, serve, stack
+from tests.test_api import (
+    FAST_CLINIC,
+    Stack,
+    enrol_body,
+    eventually,
+    make_settings,
+    serve,
+    stack,
+    stage_of,
+)
 from workflows.bounds import MAX_DATE, MIN_DATE, ClinicDateTime, check_text
 
 __all__ = ["stack"]  # the fixture, imported for the tests below
@@ -325,6 +334,13 @@ async def test_only_a_clinician_overrides_or_sets_a_washout_and_is_named(stack: 
     assert len(named) == 1 and named[0]["actor"] == "clinician"
     assert "Dr Clara Weiss" in named[0]["summary"]
     assert named[0]["data"]["fields"] == ["clinician_override_reason"]
+
+    # The journey takes the override as the clinician's (screening_by): not excluded.
+    async def screened() -> str | None:
+        stage = await stage_of(stack, pid)
+        return None if stage == "screening" else stage
+
+    assert await eventually(screened) != "excluded"
 
     # The same rule on a re-screen: staff 403, before anything reaches the journey.
     r = await stack.http.post(

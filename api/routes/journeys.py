@@ -24,7 +24,7 @@ from api.deps import (
     StaffDep,
     require_role,
 )
-from api.service import JourneyService, actor_for
+from api.service import JourneyService, actor_for, staff_ref
 from workflows.messages import ReviewRequest, Stage
 
 router = APIRouter(prefix="/api/journeys", tags=["journeys"])
@@ -176,6 +176,7 @@ async def review(
             further_sessions=body.further_sessions,
             note_ref=body.note_ref,
             reviewed_by=actor_for(staff),
+            staff_ref=staff_ref(staff),
         ),
         request_id=idempotency_key,
     )
@@ -193,7 +194,11 @@ async def screening(
     """Re-screen answers (in screening or deferred)."""
     _check_answers(service, staff, body.answers)
     r = await service.screening(
-        patient_id, body.answers.to_answers(), actor=actor_for(staff), request_id=idempotency_key
+        patient_id,
+        body.answers.to_answers(),
+        actor=actor_for(staff),
+        request_id=idempotency_key,
+        staff_ref=staff_ref(staff),
     )
     if body.answers.needs_clinician:
         await service.record_clinician(patient_id, staff, body.answers.needs_clinician)
@@ -220,6 +225,7 @@ async def pre_session_check(
         body.answers.to_answers(),
         actor=actor_for(staff),
         request_id=idempotency_key,
+        staff_ref=staff_ref(staff),
     )
     if body.answers.needs_clinician:
         await service.record_clinician(patient_id, staff, body.answers.needs_clinician)

@@ -46,6 +46,7 @@ from api.service import (
     RequestRefused,
     ServiceUnavailable,
     actor_for,
+    staff_ref,
 )
 from api.tokens import InvalidPatientToken, PatientTokenExpired, verify_patient_token
 from api.web import sessions, views
@@ -877,6 +878,7 @@ async def journey_action(request: Request, patient_id: str, action: str) -> Resp
                     further_sessions=further,
                     reviewed_by=actor,
                     note_ref=note,
+                    staff_ref=staff_ref(staff),
                 ),
                 request_id=request_id,
             )
@@ -897,7 +899,12 @@ async def journey_action(request: Request, patient_id: str, action: str) -> Resp
             found["other_condition"] = _text(form, "other_condition", "other condition") or None
             answers = ScreeningAnswers.model_validate(found)
             result = await service.pre_session_check(
-                patient_id, number, answers, actor=actor, request_id=request_id
+                patient_id,
+                number,
+                answers,
+                actor=actor,
+                request_id=request_id,
+                staff_ref=staff_ref(staff),
             )
             code = "check_cleared" if result.cleared else "check_deferred"
     except RequestRefused as refused:
