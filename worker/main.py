@@ -32,6 +32,7 @@ from worker.logging_setup import configure_logging
 from worker.notifications import build_channel
 from worker.registry import build_worker
 from worker.settings import Settings
+from worker.stuck import refresh_journeys_stuck
 from worker.telemetry import (
     Metrics,
     get_metrics,
@@ -213,7 +214,16 @@ async def run_worker(
                     "worker polling",
                     extra={"task_queue": settings.temporal_task_queue},
                 )
-                await stop.wait()
+                # The journeys_stuck gauge (worker/stuck.py): this process has the client.
+                stuck = asyncio.create_task(
+                    refresh_journeys_stuck(client, stop), name="journeys-stuck"
+                )
+                try:
+                    await stop.wait()
+                finally:
+                    stuck.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await stuck
                 logger.info("worker stopping: waiting for running activities")
             logger.info("worker stopped")
     finally:

@@ -280,6 +280,8 @@ class Metrics:
     - ``notifications_sent`` / ``notifications_failed`` (counters; ``channel``, ``kind``).
     - ``webhook_latency_seconds`` (histogram, s; ``integration``, ``outcome``).
     - ``refused_requests`` (counter; ``rule``, the ``ApplicationError.type`` or validation rule).
+    - ``journeys_stuck`` (observable gauge): open journeys whose workflow task keeps failing,
+      from :meth:`update_journeys_stuck` (``worker.stuck.refresh_journeys_stuck``).
     """
 
     def __init__(self, meter: Meter) -> None:
@@ -310,6 +312,13 @@ class Metrics:
             callbacks=[self._observe_stages],
             unit="{journey}",
             description="Open journeys per stage, from the read model.",
+        )
+        self._stuck: int | None = None
+        self.journeys_stuck: ObservableGauge = meter.create_observable_gauge(
+            "journeys_stuck",
+            callbacks=[self._observe_stuck],
+            unit="{journey}",
+            description="Open journeys whose workflow task keeps failing (a workflow bug).",
         )
 
     def record_notification_sent(self, channel: str, kind: str) -> None:
@@ -354,6 +363,14 @@ class Metrics:
             Observation(counts.get(stage, 0), {"stage": stage})
             for stage in sorted(self._stages_seen)
         ]
+
+    def update_journeys_stuck(self, count: int) -> None:
+        """Replace the number of stuck journeys the gauge reports (nothing until first set)."""
+        self._stuck = count
+
+    def _observe_stuck(self, options: CallbackOptions) -> Iterable[Observation]:
+        stuck = self._stuck
+        return [] if stuck is None else [Observation(stuck)]
 
 
 _metrics: Metrics | None = None

@@ -50,6 +50,7 @@ from api.service import (
 )
 from api.tokens import InvalidPatientToken, PatientTokenExpired, verify_patient_token
 from api.web import sessions, views
+from api.web.stuck import stuck_context
 from worker.settings import Settings
 from workflows.bounds import check_date, check_text
 from workflows.calendar import local_datetime
@@ -616,6 +617,15 @@ async def overview(request: Request) -> Response:
             "page": "overview",
         },
     )
+
+
+@router.get("/stuck")
+async def stuck(request: Request) -> Response:
+    """Journeys whose workflow task keeps failing (a bug): they stall silently otherwise."""
+    staff = await _page_staff(request)
+    client = await request.app.state.temporal.get()
+    context = await stuck_context(client, _pool(request))
+    return _render(request, "stuck.html", {**context, "staff": staff, "page": "stuck"})
 
 
 @router.get("/live")
