@@ -178,6 +178,8 @@ SCENARIOS = {
     "deferral_then_rescreen": deferral_then_rescreen,
     "adverse_event_and_withdraw": adverse_event_and_withdraw,
     "further_course": further_course,
+    # 202612-due-window-from-start: the same no-show path with the patch's marker.
+    "no_show_due_window_from_start": no_show_and_reschedule,
 }
 
 

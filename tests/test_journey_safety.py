@@ -5,8 +5,10 @@ sandbox-only simulation clock, and wording from the protocol."""
 
 from __future__ import annotations
 
+import asyncio
 import re
-from datetime import date, timedelta
+import uuid
+from datetime import date, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from tests.journey_helpers import (
 )
 from tests.test_journey import BERLIN, RecordingStore, start
 from tests.test_journey_paths import refusal, today
+from workflows import calendar
 from workflows.journey import PatientJourney
 from workflows.messages import (
     PauseRequest,
@@ -262,3 +265,36 @@ def test_no_wording_literal_in_the_journey_code() -> None:
     for path in folder.glob("*.py"):
         text = path.read_text()
         assert not re.search(r"SPF[ -]?50|3-month|three months", text), path.name
+
+
+async def test_a_late_due_step_keeps_its_whole_window(dev_env: WorkflowEnvironment) -> None:
+    """On the simulation clock (a sandbox clinic, 1 real second = 10 journey hours), the worker
+    is away while the session's day begins, as on a machine that cannot follow the clock: the
+    due step starts late and keeps its whole window, measured from when it really started,
+    instead of being turned into an early no-show."""
+    sandbox = BERLIN.model_copy(
+        update={"clinic": BERLIN.clinic.model_copy(update={"sandbox": True})}
+    )
+    store = RecordingStore(sandbox)
+    tz = sandbox.clinic.timezone
+    grace = timedelta(hours=sandbox.protocol.no_show_grace_hours)
+    queue = f"late-{uuid.uuid4()}"
+    async with new_worker(dev_env.client, store.activities(), task_queue=queue):
+        handle = await start(
+            dev_env, queue, clinic_id="berlin", pore_grade="moderate", time_scale=36_000
+        )
+        st = await eventually(handle, lambda s: s.stage == "scheduled")
+    day = st.sessions[0].planned_on
+    day_start = calendar.local_datetime(day, time(0, 0), tz)
+    # Away until the journey clock is well into the session's day.
+    assert st.journey_now is not None
+    await asyncio.sleep((day_start - st.journey_now).total_seconds() / 36_000 + 1.5)
+    async with new_worker(dev_env.client, store.activities(), task_queue=queue):
+        st = await eventually(handle, lambda s: s.stage != "scheduled")
+        await handle.terminate("test over")
+    calendar_deadline = calendar.end_of_local_day(day, tz) + grace
+    assert st.stage == "session_due", st.stage
+    assert st.next_action_at is not None and st.journey_now is not None
+    started_late_by = st.journey_now - day_start
+    assert started_late_by >= timedelta(hours=10)
+    assert st.next_action_at - calendar_deadline >= started_late_by - timedelta(hours=1)

@@ -10,7 +10,7 @@ grace period) → replanned.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 
 from temporalio import workflow
 
@@ -137,6 +137,8 @@ async def run_session(fx: Effects, number: int) -> None:
             fx.set_stage("scheduled", f"Session {number}", s.starts_at)
             await fx.wait(day_start, lambda: settled(fx, number), "scheduled")
             continue
+        if workflow.patched(DUE_WINDOW_FROM_START):
+            deadline = _due_deadline(fx, s.planned_on, day_start, deadline, now)
         if now < deadline:
             if st.stage != "session_due":
                 fx.set_stage("session_due", f"Report session {number} as completed", deadline)
@@ -144,6 +146,34 @@ async def run_session(fx: Effects, number: int) -> None:
             continue
         await fx.advance(lambda: _no_show(fx, number))
         return
+
+
+# Patches (docs/versioning.md): each guards a change to code that running journeys execute.
+DUE_WINDOW_FROM_START = "202612-due-window-from-start"
+
+# How late (journey time) a step may start before the journey says its clock is lagging: on
+# the simulation clock a busy machine can fall days behind; in real time this is an outage.
+CLOCK_LAG_WARNING = timedelta(hours=1)
+
+
+def _due_deadline(
+    fx: Effects, day: date, day_start: datetime, deadline: datetime, now: datetime
+) -> datetime:
+    """The no-show deadline, measured from when the due step really started: a step that
+    starts late (a lagging simulation clock, a worker outage) keeps its whole window."""
+    st = fx.state
+    if st.due_for != day or st.due_since is None:
+        st.due_for = day
+        st.due_since = now
+        lag = now - day_start
+        if lag > CLOCK_LAG_WARNING:
+            workflow.logger.warning(
+                "journey step started late", extra={"lag_seconds": lag.total_seconds()}
+            )
+            workflow.metric_meter().create_counter(
+                "journey_clock_lag", "Journey steps that started late on the journey clock"
+            ).add(1, {"time_scale": str(st.time_scale)})
+    return max(deadline, st.due_since + (deadline - day_start))
 
 
 def _book(fx: Effects, number: int) -> Write | None:

@@ -101,6 +101,10 @@ class JourneyState(BaseModel):
     review: ReviewRequest | None = None
     booking_counter: int = 0  # part of each booking's notification keys (a rebooking is new)
     pending_messages: list[str] = []  # scheduled outbox keys a pause or a withdraw cancels
+    # When the current session's "due" step really started (journey time), for its day: the
+    # due window is measured from then, so a clock the machine cannot follow is not a no-show.
+    due_since: datetime | None = None
+    due_for: date | None = None
 
     # ------------------------------------------------------------- reading
 
