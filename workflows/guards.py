@@ -62,8 +62,11 @@ ACCEPTS: dict[str, frozenset[str]] = {
     "resolve_anomaly": OPEN_STAGES,
     # Facts: applied in these stages; anywhere else open they become an anomaly for staff.
     "session_completed": frozenset({"scheduled", "session_due"}),
-    "recovery_checkin": frozenset({"recovery", "scheduled", "session_due", "spf_window"}),
-    "spf_attested": frozenset({"recovery", "spf_window", "awaiting_review", "scheduled"}),
+    # Harmless to apply while paused (a pause holds timers, not what the patient reports).
+    "recovery_checkin": frozenset({"recovery", "scheduled", "session_due", "spf_window", "paused"}),
+    "spf_attested": frozenset(
+        {"recovery", "spf_window", "awaiting_review", "scheduled", "session_due", "paused"}
+    ),
     "adverse_event": OPEN_STAGES,
 }
 
