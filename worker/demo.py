@@ -25,6 +25,7 @@ from activities.repository import upsert_clinic
 from worker.settings import Settings
 from workflows.journey import PatientJourney
 from workflows.messages import (
+    FactResult,
     RecoveryCheckinSignal,
     ReviewRequest,
     ScreeningRequest,
@@ -39,6 +40,7 @@ __all__ = [
     "DEMO_TIME_SCALE",
     "DemoIntegration",
     "enrol_demo",
+    "mark_dev_clinics_sandbox",
     "open_demo_journeys",
 ]
 
@@ -85,11 +87,38 @@ def demo_south_clinic() -> ClinicProtocol:
                 "timezone": "Australia/Sydney",
                 "hemisphere": "south",
                 "session_start": "09:30",
+                # The demo runs on the simulation clock, which only sandbox clinics honour.
+                "sandbox": True,
             },
             "protocol": {"version": "pore-demo-south"},
         },
         source="demo clinic",
     )
+
+
+async def mark_dev_clinics_sandbox(pool: asyncpg.Pool) -> list[str]:
+    """Mark the development stack's clinics as sandbox (``journey dev`` only, never a
+    production path): the default clinic and the demo's southern clinic.
+
+    The journey honours a ``time_scale`` other than 1 only in a sandbox clinic, so without
+    this the demo (and any journey enrolled with a simulation clock in development) would run
+    in real time. A clinic's other settings are kept as stored.
+
+    Returns:
+        The ids of the clinics that were changed.
+    """
+    from activities.repository import ensure_default_clinic, get_clinic
+
+    changed: list[str] = []
+    default = await ensure_default_clinic(pool)
+    south = await get_clinic(pool, DEMO_SOUTH_CLINIC)
+    for stored, fresh in ((default, default), (south, demo_south_clinic())):
+        if stored is None or not stored.clinic.sandbox:
+            cp = stored or fresh
+            sandbox = cp.clinic.model_copy(update={"sandbox": True})
+            await upsert_clinic(pool, cp.model_copy(update={"clinic": sandbox}))
+            changed.append(cp.clinic.clinic_id)
+    return changed
 
 
 def _email(name: str) -> str:
@@ -149,18 +178,25 @@ class DemoIntegration:
     :data:`DEMO_EMAIL_DOMAIN`) and decides from the status fields only (never the display text
     of ``next_action``), at each row's simulated time (the row's ``journey_now`` advanced by the
     real time since it was written, times ``time_scale``): reports the booked session as
-    completed on its day (``stage`` ``session_due``, the session's ``state`` and
-    ``planned_on`` in the clinic's ``timezone``), sends the recovery check-in three simulated
+    completed on its day once its end has passed on the journey's clock (``stage``
+    ``scheduled``, which the read model keeps on the session's day too, the session's ``state``
+    and ``planned_on`` in the clinic's ``timezone``), sends the recovery check-in three simulated
     days after a session (``completed_at``, ``reaction``), submits clean answers when the
     journey asked for them (its latest timeline event is ``screening_requested``), and records
-    the review once ``review_on`` has come. Signals carry keys derived from the journey and the step, so a repeat is ignored
-    by the workflow; each action is sent once per process (remembered in ``sent``).
+    the review once ``review_on`` has come. Facts go through the journey's ``report_*``
+    updates and the demo prints what became of them (applied, duplicate, or kept for staff);
+    their keys are derived from the journey and the step, so a repeat is a duplicate; each action
+    is sent once per process (remembered in ``sent``).
     """
 
     client: Client
     pool: asyncpg.Pool
     console: Console
     interval: float = 0.5
+    # The reaction every check-in reports (None: varied by patient). The journey judges a
+    # reaction on the day it receives it: "expected" received after the recovery's last day
+    # is prolonged and pauses the journey for a clinician.
+    checkin_reaction: str | None = None
     sent: set[str] = field(default_factory=set)
     reactions: dict[str, str] = field(default_factory=dict)
 
@@ -184,7 +220,8 @@ class DemoIntegration:
                     ORDER BY e.step DESC, e.id DESC LIMIT 1) AS last_event
             FROM journeys j JOIN patients p ON p.patient_id = j.patient_id
             WHERE p.email LIKE $1
-              AND j.stage IN ('session_due', 'recovery', 'screening', 'awaiting_review')
+              AND j.stage IN ('scheduled', 'session_due', 'recovery', 'screening',
+                              'awaiting_review')
             """,
             f"%@{DEMO_EMAIL_DOMAIN}",
         )
@@ -204,7 +241,7 @@ class DemoIntegration:
         sessions: list[dict[str, Any]] = status.get("sessions", [])
         handle = self.client.get_workflow_handle_for(PatientJourney.run, wf_id)
         stage = row["stage"]
-        if stage == "session_due":
+        if stage in ("scheduled", "session_due"):
             due = next((s for s in sessions if s["state"] in ("planned", "booked")), None)
             starts_at = _parse_dt(due.get("starts_at")) if due else None
             if due is None or starts_at is None:
@@ -213,25 +250,27 @@ class DemoIntegration:
             if due["state"] != "booked" or clinic_today < date.fromisoformat(due["planned_on"]):
                 return 0  # not its day yet in the clinic (a row written as the journey moved)
             done_at = starts_at + timedelta(minutes=45)
-            # The workflow refuses a completion more than the grace period in its future.
-            if done_at > sim_now + timedelta(hours=6):
+            # A completion dated in the journey's future is kept as an anomaly: report it once
+            # its time has passed (``sim_now`` lags the journey's clock, never leads it).
+            if done_at > sim_now:
                 return 0
             # Per booking: a rebooked session (after a no-show) is a new fact to report.
             key = f"demo-{wf_id}-c{course}-s{due['number']}-{starts_at:%Y%m%dT%H%M}-done"
             if key in self.sent:
                 return 0
             self.sent.add(key)
-            await handle.signal(
-                PatientJourney.record_session_completed,
-                SessionCompletedSignal(
-                    idempotency_key=key,
-                    session_number=due["number"],
-                    completed_at=done_at,
-                    source="demo-device",
+            return await self._report(
+                handle.execute_update(
+                    PatientJourney.report_session_completed,
+                    SessionCompletedSignal(
+                        idempotency_key=key,
+                        session_number=due["number"],
+                        completed_at=done_at,
+                        source="demo-device",
+                    ),
                 ),
+                f"{first_name}: session {due['number']} reported completed",
             )
-            self._say(f"{first_name}: session {due['number']} reported completed")
-            return 1
         if stage == "recovery":
             done = [s for s in sessions if s["state"] == "done" and s.get("reaction") is None]
             if not done:
@@ -244,20 +283,19 @@ class DemoIntegration:
             if key in self.sent:
                 return 0
             self.sent.add(key)
-            reaction = "none" if first_name == "Ben" else "expected"  # some variety
-            await handle.signal(
-                PatientJourney.record_recovery_checkin,
-                RecoveryCheckinSignal(
-                    idempotency_key=key,
-                    session_number=session["number"],
-                    day=3,
-                    reaction=reaction,
+            reaction = self.checkin_reaction or ("none" if first_name == "Ben" else "expected")
+            return await self._report(
+                handle.execute_update(
+                    PatientJourney.report_recovery_checkin,
+                    RecoveryCheckinSignal(
+                        idempotency_key=key,
+                        session_number=session["number"],
+                        day=3,
+                        reaction=reaction,
+                    ),
                 ),
+                f"{first_name}: day-3 check-in after session {session['number']} ({reaction})",
             )
-            self._say(
-                f"{first_name}: day-3 check-in after session {session['number']} ({reaction})"
-            )
-            return 1
         if stage == "screening":
             if row["last_event"] != "screening_requested":
                 return 0  # the intake screening in progress, not a request for answers
@@ -288,6 +326,18 @@ class DemoIntegration:
                 f"{first_name}: 3-month review recorded, journey complete",
             )
         return 0
+
+    async def _report(self, call: Awaitable[FactResult], message: str) -> int:
+        """Send a fact through its ``report_*`` update and say what became of it."""
+        result = await call
+        if result.outcome == "anomaly":
+            reasons = "; ".join(r.message for r in result.reasons)
+            self._say(
+                f"{message}: not applied, kept for staff (anomaly #{result.anomaly_id}): {reasons}"
+            )
+            return 0
+        self._say(message + (" (already applied)" if result.outcome == "duplicate" else ""))
+        return 1
 
     async def _update(self, call: Awaitable[Any], message: str) -> int:
         try:

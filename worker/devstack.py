@@ -68,6 +68,7 @@ from worker.demo import (
     DEMO_TIME_SCALE,
     DemoIntegration,
     enrol_demo,
+    mark_dev_clinics_sandbox,
     open_demo_journeys,
 )
 from worker.logging_setup import configure_logging
@@ -479,6 +480,12 @@ async def run_dev(
                 await create_database(admin_dsn, JOURNEY_DATABASE)
                 dsn = embedded.dsn(JOURNEY_DATABASE)
             applied = await migrate(dsn)
+            # Development only: the simulation clock runs only in sandbox clinics.
+            sandbox_pool = await create_pool(dsn, min_size=1, max_size=1)
+            try:
+                await mark_dev_clinics_sandbox(sandbox_pool)
+            finally:
+                await sandbox_pool.close()
         where = "DATABASE_URL" if settings.database_url else f"embedded, data in {data_dir / 'pg'}"
         step(f"PostgreSQL ({where}; {len(applied)} migration(s) applied)", t0)
 
