@@ -66,7 +66,16 @@ def test_help_and_completion_import_no_heavy_module() -> None:
 
 
 def test_completion_script_is_offered() -> None:
-    result = _journey("--show-completion", "bash")
+    # Typer detects the shell from the parent process, as when a person types it in bash (the
+    # trailing command keeps bash from exec-ing journey in its place).
+    result = subprocess.run(
+        ["bash", "-c", f"'{JOURNEY}' --show-completion; exit $?"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "_JOURNEY_COMPLETE" in result.stdout
 
