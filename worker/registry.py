@@ -35,6 +35,7 @@ PASSTHROUGH_MODULES = (
     "workflows.reasons",
     "workflows.records",
     "workflows.screening",
+    "workflows.screening_rules",
     "workflows.season",
     # Only its activity definitions are referenced (typed activity calls); asyncpg is not
     # used inside the sandbox.

@@ -1,14 +1,14 @@
 """The clinical protocol as data: every clinical number, with defaults from DOMAIN.md.
 
 A clinic tunes the protocol with a clinic file (TOML, YAML or JSON) read by
-:func:`load_clinic_protocol`; each journey records :attr:`Protocol.version`.
+:func:`workflows.protocol_file.load_clinic_protocol`; each journey records :attr:`Protocol.version`.
 
 Guarantees:
     * Every model is a frozen pydantic v2 model with ``extra="forbid"``: an unknown key is an
       error, never silently ignored.
     * Validators reject inconsistent settings with a message naming the field and the rule
       (e.g. ``target_interval_min_days`` must not exceed ``target_interval_max_days``).
-    * Apart from :func:`load_clinic_protocol` (which reads the file it is given), the module is
+    * Apart from :func:`workflows.protocol_file.load_clinic_protocol` (which reads the file it is given), the module is
       pure: no clock, no randomness, no I/O. ``zoneinfo`` look-ups only read the time-zone
       database. It is safe to pass through the Temporal workflow sandbox.
 """
@@ -16,21 +16,23 @@ Guarantees:
 from __future__ import annotations
 
 import calendar as _stdlib_calendar
-import json
-import tomllib
 from datetime import date, time
-from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
+
+from workflows.screening_rules import (
+    DEFAULT_PHOTOSENSITISING_DRUGS as DEFAULT_PHOTOSENSITISING_DRUGS,
+)
+from workflows.screening_rules import ScreeningRules as ScreeningRules
+from workflows.screening_rules import normalise_drug_name as normalise_drug_name
 
 __all__ = [
     "DEFAULT_PHOTOSENSITISING_DRUGS",
@@ -40,10 +42,7 @@ __all__ = [
     "Hemisphere",
     "PoreGrade",
     "Protocol",
-    "ProtocolFileError",
     "ScreeningRules",
-    "clinic_protocol_from_dict",
-    "load_clinic_protocol",
     "normalise_drug_name",
 ]
 
@@ -82,163 +81,6 @@ class DateRange(BaseModel):
     def contains(self, d: date) -> bool:
         """True if ``start <= d <= end`` (both ends inclusive)."""
         return self.start <= d <= self.end
-
-
-def normalise_drug_name(name: str) -> str:
-    """Normalise a drug name for matching: case-folded, apostrophes dropped, single spaces.
-
-    ``"St John's  Wort"`` → ``"st johns wort"``; a blank name gives ``""``.
-    """
-    cleaned = name.replace("'", "").replace("’", "").casefold()
-    return " ".join(cleaned.split())
-
-
-_normalise_drug = normalise_drug_name
-
-
-DEFAULT_PHOTOSENSITISING_DRUGS: dict[str, tuple[str, ...]] = {
-    "tetracyclines": (
-        "tetracycline",
-        "doxycycline",
-        "minocycline",
-        "lymecycline",
-        "oxytetracycline",
-    ),
-    "fluoroquinolones": (
-        "ciprofloxacin",
-        "levofloxacin",
-        "moxifloxacin",
-        "ofloxacin",
-        "norfloxacin",
-    ),
-    "sulfonamides": (
-        "sulfamethoxazole",
-        "co-trimoxazole",
-        "trimethoprim-sulfamethoxazole",
-        "sulfasalazine",
-    ),
-    "thiazides": ("hydrochlorothiazide", "chlorthalidone", "indapamide", "bendroflumethiazide"),
-    "nsaids": ("ibuprofen", "naproxen", "ketoprofen", "piroxicam", "diclofenac", "celecoxib"),
-    # Isotretinoin is left out on purpose: it has its own question and its own washout.
-    "retinoids": ("acitretin", "tretinoin", "alitretinoin"),
-    "st johns wort": ("hypericum",),
-}
-"""The default drug classes (DOMAIN.md) and their common generic names, already normalised.
-
-Each class name also matches itself ("tetracyclines"). Isotretinoin is not here: it is asked
-separately and has its own washout (``isotretinoin_washout_months``).
-"""
-
-_LEGACY_SCREENING_KEYS = ("photosensitising_drug_washout_days",)
-"""Keys of older clinic files and stored protocols that are accepted and ignored."""
-
-
-class ScreeningRules(BaseModel):
-    """Screening numbers and the clinic's list of photosensitising drugs.
-
-    Attributes:
-        wound_deferral_days: Open wounds in the area defer screening by this many days.
-        tan_deferral_days: A recent tan defers by this many days without sun.
-        infection_deferral_days: Active herpes / skin infection defers by this many days.
-        isotretinoin_washout_months: Months after the last isotretinoin dose before treatment.
-        photosensitising_drugs: The clinic's list as a mapping from drug class to the generic
-            names in it, e.g. ``{"tetracyclines": ("doxycycline", ...)}``. A class name matches
-            itself too. Matching is case-insensitive, apostrophes and extra spaces ignored
-            ("St John's Wort" matches "st johns wort"); keys and names are stored normalised.
-            A name may belong to one class only. There is no default washout: a listed drug
-            defers with no date until a clinician sets ``drug_washout_until``.
-
-            For older files and stored protocols a flat list is accepted: each entry becomes
-            its own class; an entry that names a default class (e.g. ``"tetracyclines"``)
-            brings that class's default generic names with it.
-        conservative_fitzpatrick_from: Fitzpatrick skin type from which the
-            ``conservative_settings`` flag is raised (7 disables the flag).
-
-    The key ``photosensitising_drug_washout_days`` of older files (an invented 30-day default
-    washout) is still accepted so that stored protocols and recorded histories parse, but it is
-    ignored and never written back.
-    """
-
-    model_config = _FROZEN
-
-    wound_deferral_days: int = Field(default=14, ge=1)
-    tan_deferral_days: int = Field(default=28, ge=1)
-    infection_deferral_days: int = Field(default=14, ge=1)
-    isotretinoin_washout_months: int = Field(default=6, ge=1)
-    photosensitising_drugs: dict[str, tuple[str, ...]] = Field(
-        default_factory=lambda: dict(DEFAULT_PHOTOSENSITISING_DRUGS)
-    )
-    conservative_fitzpatrick_from: int = Field(default=4, ge=1, le=7)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_legacy_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict) and any(key in data for key in _LEGACY_SCREENING_KEYS):
-            return {k: v for k, v in data.items() if k not in _LEGACY_SCREENING_KEYS}
-        return data
-
-    @field_validator("photosensitising_drugs", mode="before")
-    @classmethod
-    def _flat_list_to_classes(cls, value: Any) -> Any:
-        if not isinstance(value, list | tuple):
-            return value
-        if not all(isinstance(entry, str) for entry in value):
-            return value  # the type check explains it
-        classes: dict[str, tuple[str, ...]] = {}
-        for entry in value:
-            key = _normalise_drug(entry)
-            if key in DEFAULT_PHOTOSENSITISING_DRUGS:
-                classes[key] = DEFAULT_PHOTOSENSITISING_DRUGS[key]
-        covered = {name for names in classes.values() for name in names}
-        for entry in value:
-            key = _normalise_drug(entry)
-            if key not in classes and key not in covered:
-                classes[entry] = ()  # empty names are refused by the next validator
-        return classes
-
-    @field_validator("photosensitising_drugs")
-    @classmethod
-    def _normalise_drugs(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        result: dict[str, tuple[str, ...]] = {}
-        owner: dict[str, str] = {}
-        for drug_class, names in value.items():
-            key = _normalise_drug(drug_class)
-            if not key:
-                raise ValueError("drug class names must not be empty")
-            members = list(result.get(key, ()))
-            for name in (drug_class, *names):
-                norm = _normalise_drug(name)
-                if not norm:
-                    raise ValueError(f"drug names must not be empty (in class {key!r})")
-                if owner.get(norm, key) != key:
-                    raise ValueError(
-                        f"drug {norm!r} is listed under two classes ({owner[norm]!r} and "
-                        f"{key!r}); a drug must belong to one class"
-                    )
-                owner[norm] = key
-                if norm != key and norm not in members:
-                    members.append(norm)
-            result[key] = tuple(members)
-        return result
-
-    def drug_class(self, name: str) -> str | None:
-        """The clinic's drug class that ``name`` belongs to, or None if it is not listed.
-
-        ``name`` may be a class name or one of its generic names; matching ignores case,
-        apostrophes and extra spaces. Returns the normalised class name, e.g.
-        ``drug_class("Doxycycline") == "tetracyclines"``.
-        """
-        norm = _normalise_drug(name)
-        if not norm:
-            return None
-        for drug_class, names in self.photosensitising_drugs.items():
-            if norm == drug_class or norm in names:
-                return drug_class
-        return None
-
-    def is_photosensitising(self, drug: str) -> bool:
-        """True if ``drug`` (a class or a generic name) is on the clinic's list."""
-        return self.drug_class(drug) is not None
 
 
 class Protocol(BaseModel):
@@ -566,105 +408,23 @@ class ClinicProtocol(BaseModel):
         return self
 
 
-class ProtocolFileError(ValueError):
-    """A clinic file or settings mapping that cannot be used.
-
-    ``str(error)`` is one readable line per problem, each naming the source, the field path
-    and the rule; ``problems`` holds the same lines as a list.
-    """
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
-
-
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The model class reached by following ``loc`` from :class:`ClinicProtocol`."""
-    model: type[BaseModel] = ClinicProtocol
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        annotation = field.annotation if field is not None else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        model = annotation
-    return model
+if TYPE_CHECKING:
+    from workflows.protocol_file import (
+        ProtocolFileError as ProtocolFileError,
+    )
+    from workflows.protocol_file import (
+        clinic_protocol_from_dict as clinic_protocol_from_dict,
+    )
+    from workflows.protocol_file import (
+        load_clinic_protocol as load_clinic_protocol,
+    )
 
 
-def _describe_errors(error: ValidationError, source: str) -> list[str]:
-    lines: list[str] = []
-    for item in error.errors():
-        loc = tuple(item["loc"])
-        path = ".".join(str(p) for p in loc) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            owner = _model_at(loc[:-1])
-            allowed = ", ".join(owner.model_fields) if owner is not None else ""
-            text = "unknown key" + (f"; allowed keys here: {allowed}" if allowed else "")
-        else:
-            text = item["msg"]
-            if text.startswith("Value error, "):
-                text = text.removeprefix("Value error, ")
-        lines.append(f"{source}: {path}: {text}")
-    return lines
+def __getattr__(name: str) -> Any:
+    # The clinic-file reader lives in workflows.protocol_file (it imports this module); its
+    # names stay importable from here.
+    if name in ("ProtocolFileError", "clinic_protocol_from_dict", "load_clinic_protocol"):
+        from workflows import protocol_file
 
-
-def clinic_protocol_from_dict(data: Any, *, source: str = "clinic settings") -> ClinicProtocol:
-    """Validate a mapping with top-level keys ``clinic`` and ``protocol``.
-
-    Args:
-        data: The parsed mapping (``None`` means all defaults).
-        source: Name used at the start of each error line (the file name when loading).
-
-    Returns:
-        The validated, frozen :class:`ClinicProtocol`.
-
-    Raises:
-        ProtocolFileError: One line per problem: ``<source>: <field.path>: <rule>``.
-    """
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ProtocolFileError(
-            [f"{source}: (top level): must be a mapping with [clinic] and [protocol] tables"]
-        )
-    try:
-        return ClinicProtocol.model_validate(data)
-    except ValidationError as error:
-        raise ProtocolFileError(_describe_errors(error, source)) from None
-
-
-def load_clinic_protocol(path: str | Path) -> ClinicProtocol:
-    """Read a clinic file: ``.toml``, ``.yaml``/``.yml`` or ``.json``.
-
-    Layout: top-level tables ``[clinic]`` (:class:`ClinicSettings`) and ``[protocol]``
-    (:class:`Protocol`, with ``[protocol.screening]``); both optional, unknown keys refused.
-    This is the only function of ``workflows`` that does I/O; never call it in workflow code.
-
-    Raises:
-        ProtocolFileError: The file is missing or unreadable, not valid in its format, has an
-            unknown extension, or fails validation; one line per problem naming the file.
-    """
-    file = Path(path)
-    source = str(file)
-    suffix = file.suffix.lower()
-    if suffix not in {".toml", ".yaml", ".yml", ".json"}:
-        raise ProtocolFileError(
-            [f"{source}: unknown file type {suffix or '(none)'!r}; use .toml, .yaml, .yml or .json"]
-        )
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
-        raise ProtocolFileError([f"{source}: cannot read the file: {reason}"]) from None
-    import yaml  # imported here: only the file loader needs it, workflow code never does
-
-    try:
-        if suffix == ".toml":
-            data: Any = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
-        detail = " ".join(str(error).split())
-        raise ProtocolFileError([f"{source}: not valid {suffix[1:].upper()}: {detail}"]) from None
-    return clinic_protocol_from_dict(data, source=source)
+        return getattr(protocol_file, name)
+    raise AttributeError(name)

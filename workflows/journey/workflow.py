@@ -222,29 +222,29 @@ class PatientJourney:
 
     # ------------------------------------------------------------------ facts with an answer
 
-    @workflow.update(name="report_session_completed")
+    @workflow.update
     async def report_session_completed(self, fact: SessionCompletedSignal) -> FactResult:
         """As the signal, answering what became of the fact (applied, duplicate, anomaly)."""
         return await facts.receive(self._fx, "session_completed", fact)
 
-    @workflow.update(name="report_recovery_checkin")
+    @workflow.update
     async def report_recovery_checkin(self, fact: RecoveryCheckinSignal) -> FactResult:
         """As the signal, answering what became of the fact."""
         return await facts.receive(self._fx, "recovery_checkin", fact)
 
-    @workflow.update(name="report_spf_attested")
+    @workflow.update
     async def report_spf_attested(self, fact: SpfAttestedSignal) -> FactResult:
         """As the signal, answering what became of the fact."""
         return await facts.receive(self._fx, "spf_attested", fact)
 
-    @workflow.update(name="report_adverse_event")
+    @workflow.update
     async def report_adverse_event(self, fact: AdverseEventSignal) -> FactResult:
         """As the signal, answering what became of the fact."""
         return await facts.receive(self._fx, "adverse_event", fact)
 
     # ------------------------------------------------------------------ requests (updates)
 
-    @workflow.update(name="submit_screening")
+    @workflow.update
     async def submit_screening(self, request: ScreeningRequest) -> ScreeningDecision:
         """Re-screen answers (after a deferral, or for a further course).
 
@@ -292,7 +292,7 @@ class PatientJourney:
             + _clinician_only(request.answers, request.requested_by),
         )
 
-    @workflow.update(name="pre_session_check")
+    @workflow.update
     async def pre_session_check(self, request: PreSessionCheckRequest) -> PreSessionCheckResult:
         """The check on the day: a new contraindication defers that session and replans.
 
@@ -324,7 +324,7 @@ class PatientJourney:
             + _clinician_only(request.answers, request.checked_by),
         )
 
-    @workflow.update(name="reschedule")
+    @workflow.update
     async def reschedule(self, request: RescheduleRequest) -> RescheduleResult:
         """Move a session; later sessions shift only as needed to keep the minimum interval.
 
@@ -348,7 +348,7 @@ class PatientJourney:
         _refuse_if("Reschedule", self._starting())
         _refuse_if("Reschedule", sessions.reschedule_problems(self._fx, request))
 
-    @workflow.update(name="pause")
+    @workflow.update
     async def pause(self, request: PauseRequest) -> ControlResult:
         """Hold every timer-driven step and scheduled message. Refused (``PauseRefused``) when
         closed or already paused."""
@@ -379,7 +379,7 @@ class PatientJourney:
         found = refusal("pause", self._state.stage)
         _refuse_if("Pause", [found] if found else [])
 
-    @workflow.update(name="resume")
+    @workflow.update
     async def resume(self, request: ResumeRequest) -> ControlResult:
         """Resume where the journey left off: a session whose day passed (or is inside the
         booking notice) is replanned; a booked one still ahead gets its reminder again; no stale
@@ -419,7 +419,7 @@ class PatientJourney:
         found = refusal("resume", self._state.stage)
         _refuse_if("Resume", [found] if found else [])
 
-    @workflow.update(name="withdraw")
+    @workflow.update
     async def withdraw(self, request: WithdrawRequest) -> ControlResult:
         """End the journey with the reason; nothing is booked or sent after it. Refused
         (``WithdrawRefused``) when already closed."""
@@ -455,7 +455,7 @@ class PatientJourney:
         found = refusal("withdraw", self._state.stage)
         _refuse_if("Withdraw", [found] if found else [])
 
-    @workflow.update(name="record_review")
+    @workflow.update
     async def record_review(self, request: ReviewRequest) -> ReviewResult:
         """The review outcome: complete, or a further course (continues as new).
 
@@ -479,7 +479,7 @@ class PatientJourney:
         _refuse_if("Review", self._starting())
         _refuse_if("Review", aftercare.review_problems(self._fx, request))
 
-    @workflow.update(name="resolve_anomaly")
+    @workflow.update
     async def resolve_anomaly(self, request: ResolveAnomalyRequest) -> ResolveAnomalyResult:
         """Staff apply a kept fact (when the journey now can) or dismiss it, with a note.
 
