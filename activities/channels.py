@@ -13,11 +13,13 @@ import asyncio
 import fcntl
 import hashlib
 import json
+import os
 import smtplib
+import threading
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import BinaryIO, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -65,10 +67,15 @@ class Channel(Protocol):
 class FileChannel:
     """Writes one JSON line per message to a file instead of sending it (development default).
 
-    Idempotent by provider key: a key already in the file is not written again. The check and
-    the append hold an exclusive ``flock``, so several dispatchers (threads or processes) may
-    share the file. The file holds names and addresses: it lives under the git-ignored data
-    folder.
+    Idempotent by provider key: a key already in the file is not written again. The keys sent
+    are kept in an index beside the file (``<file>.index``, one ``[end offset, key]`` JSON line
+    per message) and in memory, so a message costs the same whatever the file's size: each send
+    reads only what other writers appended to the index since this channel last looked, and
+    only the outbox's tail past the last indexed offset (a message written by a writer that
+    crashed before indexing it), which it then indexes. The check and the appends hold an
+    exclusive ``flock`` on the outbox, so several dispatchers (threads or processes) may share
+    the file. An outbox that shrank (deleted or truncated by an operator) starts a fresh index.
+    The file holds names and addresses: it lives under the git-ignored data folder.
     """
 
     def __init__(self, path: Path) -> None:
@@ -76,6 +83,11 @@ class FileChannel:
         path: The file to append to (its folder is created on first send).
         """
         self.path = path
+        self.index_path = path.with_name(path.name + ".index")
+        self._keys: set[str] = set()
+        self._index_read = 0  # bytes of the index file already folded into _keys
+        self._covered = 0  # outbox bytes whose keys are all in _keys
+        self._lock = threading.Lock()  # this object's state, across to_thread calls
 
     async def send(self, message: OutgoingMessage, provider_key: str) -> None:
         """Append the message unless its provider key was written before."""
@@ -83,30 +95,77 @@ class FileChannel:
 
     def _append(self, message: OutgoingMessage, provider_key: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a+", encoding="utf-8") as file:
+        with self._lock, self.path.open("ab+") as file:
             fcntl.flock(file, fcntl.LOCK_EX)
             try:
-                file.seek(0)
-                for line in file:
-                    try:
-                        if json.loads(line).get("provider_key") == provider_key:
-                            return
-                    except json.JSONDecodeError:
-                        continue  # a torn line from a crash mid-write is not a match
-                record: dict[str, object] = {
-                    "provider_key": provider_key,
-                    "channel": message.channel,
-                    "to": message.to,
-                    "subject": message.subject,
-                    "body": message.body,
-                    "written_at": datetime.now(UTC).isoformat(),
-                }
-                if message.attachments:
-                    record["attachments"] = [a.model_dump() for a in message.attachments]
-                file.write(json.dumps(record, ensure_ascii=False) + "\n")
-                file.flush()
+                with self.index_path.open("ab+") as index:
+                    self._catch_up(file, index)
+                    if provider_key in self._keys:
+                        return
+                    record: dict[str, object] = {
+                        "provider_key": provider_key,
+                        "channel": message.channel,
+                        "to": message.to,
+                        "subject": message.subject,
+                        "body": message.body,
+                        "written_at": datetime.now(UTC).isoformat(),
+                    }
+                    if message.attachments:
+                        record["attachments"] = [a.model_dump() for a in message.attachments]
+                    end = file.seek(0, os.SEEK_END)
+                    line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+                    if end and _last_byte(file, end) != b"\n":
+                        line = b"\n" + line  # a torn line from a crash stays on its own
+                    file.write(line)
+                    file.flush()
+                    self._remember(index, provider_key, end + len(line))
             finally:
                 fcntl.flock(file, fcntl.LOCK_UN)
+
+    def _catch_up(self, file: BinaryIO, index: BinaryIO) -> None:
+        """Fold in what other writers appended since this channel last looked."""
+        size = file.seek(0, os.SEEK_END)
+        index_size = index.seek(0, os.SEEK_END)
+        if size < self._covered or index_size < self._index_read:
+            self._keys.clear()  # the outbox or its index was truncated or replaced
+            self._index_read = self._covered = 0
+        index.seek(self._index_read)
+        for raw in index.read().splitlines(keepends=True):
+            if not raw.endswith(b"\n"):
+                break  # a torn last entry: its message is found in the outbox's tail below
+            self._index_read += len(raw)
+            try:
+                end, key = json.loads(raw)
+            except (ValueError, TypeError):
+                continue
+            self._keys.add(str(key))
+            self._covered = max(self._covered, int(end))
+        if self._covered > size:
+            # An index that names bytes the outbox no longer has: start again from the outbox.
+            index.truncate(0)
+            self._keys.clear()
+            self._index_read = self._covered = 0
+        if size > self._covered:
+            file.seek(self._covered)
+            offset = self._covered
+            for raw in file.read().splitlines(keepends=True):
+                offset += len(raw)
+                try:
+                    key = json.loads(raw).get("provider_key")
+                except (ValueError, AttributeError):
+                    continue  # a torn line from a crash mid-write is not a match
+                if isinstance(key, str):
+                    self._remember(index, key, offset)
+            self._covered = size
+
+    def _remember(self, index: BinaryIO, key: str, end: int) -> None:
+        index.seek(0, os.SEEK_END)
+        entry = (json.dumps([end, key], ensure_ascii=False) + "\n").encode()
+        index.write(entry)
+        index.flush()
+        self._index_read = index.tell()
+        self._keys.add(key)
+        self._covered = max(self._covered, end)
 
     def sent_keys(self) -> list[str]:
         """The provider keys in the file, in order (for tests and operators)."""
@@ -119,6 +178,13 @@ class FileChannel:
             except (json.JSONDecodeError, KeyError):
                 continue
         return keys
+
+
+def _last_byte(file: BinaryIO, size: int) -> bytes:
+    file.seek(size - 1)
+    last = file.read(1)
+    file.seek(0, os.SEEK_END)
+    return last
 
 
 class SmtpChannel:
