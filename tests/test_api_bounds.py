@@ -347,3 +347,14 @@ async def test_only_a_clinician_overrides_or_sets_a_washout_and_is_named(stack: 
         f"/api/journeys/{pid}/screening", json={"answers": washout}, headers=stack.auth()
     )
     assert problem(r) == (403, {"body.answers.drug_washout_until"})
+
+
+async def test_an_empty_review_note_is_no_note_not_a_500(stack: Stack) -> None:
+    """Found by the fuzz suite: the workflow's ReviewRequest refuses an empty note_ref."""
+    pid = (await _enrol(stack))["patient_id"]
+    r = await stack.http.post(
+        f"/api/journeys/{pid}/review",
+        json={"outcome": "complete", "note_ref": ""},
+        headers=stack.auth(),
+    )
+    assert r.status_code == 409, r.text  # not due yet: the journey's own answer

@@ -174,7 +174,7 @@ async def review(
         ReviewRequest(
             outcome=body.outcome,
             further_sessions=body.further_sessions,
-            note_ref=body.note_ref,
+            note_ref=body.note_ref or None,  # an empty reference is no reference
             reviewed_by=actor_for(staff),
             staff_ref=staff_ref(staff),
         ),
