@@ -24,6 +24,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.converter import PayloadCodec
 
+from api import schemas
 from api.codec_server import build_codec_router
 from api.deps import get_codec_staff
 from api.limits import BodySizeLimit
@@ -39,6 +40,7 @@ from api.routes import (
     webhooks_admin,
 )
 from api.service import (
+    FactKept,
     InvalidRequest,
     JourneyService,
     RequestRefused,
@@ -81,6 +83,15 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, InvalidRequest):
         # Workflow refusals are counted by the service (it sees them from the CLI too).
         get_metrics().record_refused(exc.rule)
+    if isinstance(exc, FactKept):
+        # Not applied, not lost: kept for staff (docs/api.md, "Facts the journey cannot apply").
+        body = schemas.FactKeptBody(
+            detail=[schemas.ErrorItem(**r.model_dump()) for r in exc.reasons],
+            error=exc.error_type,
+            anomaly_id=exc.result.anomaly_id,
+            stage=exc.result.stage,
+        )
+        return JSONResponse(body.model_dump(mode="json"), status_code=exc.status_code)
     if isinstance(exc, RequestRefused):
         return _error(
             exc.status_code,

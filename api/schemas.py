@@ -117,6 +117,16 @@ class ErrorBody(BaseModel):
     error: str | None = None
 
 
+class FactKeptBody(ErrorBody):
+    """409 for a reported fact the journey could not apply now (``error``:
+    ``FactKeptForStaff``): it is kept for staff as anomaly ``anomaly_id``, nothing is lost, and
+    a resend with the same idempotency key reaches the journey again. ``detail``: why."""
+
+    outcome: Literal["kept_for_staff"] = "kept_for_staff"
+    anomaly_id: int | None = None
+    stage: str
+
+
 class ReasonOut(_Out):
     """Why a rule refused, deferred or moved something (``rule`` for software, ``message`` for
     people)."""
@@ -400,9 +410,12 @@ class SessionCompletedIn(_In):
 
 
 class SessionCompletedOut(_Out):
-    """Temporal accepted the fact; the journey applies it once per idempotency key."""
+    """The journey applied the fact (``outcome``: ``applied``), or had applied this idempotency
+    key before (``duplicate``). A fact it cannot apply is answered 409 (:class:`FactKeptBody`)."""
 
     accepted: bool = True
+    outcome: Literal["applied", "duplicate"] = "applied"
+    duplicate: bool = False
     patient_id: str
     session_number: int
     idempotency_key: str
@@ -461,9 +474,13 @@ class MyReaction(_In):
 
 
 class Accepted(BaseModel):
-    """A fact was accepted by Temporal and will be applied once."""
+    """The journey applied the fact (``outcome``: ``applied``), or had applied it before
+    (``duplicate``: the same answer, nothing changed). A fact it cannot apply is answered 409
+    (:class:`FactKeptBody`)."""
 
     accepted: bool = True
+    outcome: Literal["applied", "duplicate"] = "applied"
+    duplicate: bool = False
     message: str
 
 

@@ -9,6 +9,9 @@ ends map to an HTTP status or a CLI line:
 * :class:`RequestRefused` (409): the workflow's validator refused an update (``*Refused``), with
   every reason; the refusal is also appended to the timeline (``request_refused``), since a
   refused update never reaches workflow history.
+* :class:`FactKept` (409, a :class:`RequestRefused`): a reported fact the journey could not
+  apply now; it is kept for staff as an anomaly (the journey's own timeline says so), and its
+  idempotency key stays free, so a resend once the journey can take it is applied.
 * :class:`ServiceUnavailable` (503 + ``Retry-After``): Temporal or PostgreSQL is unreachable
   or did not answer in time. Nothing was accepted; the caller may retry.
 
@@ -69,6 +72,7 @@ from workflows.messages import (
     Actor,
     AdverseEventSignal,
     ControlResult,
+    FactResult,
     JourneyStartRequest,
     JourneyStatus,
     PauseRequest,
@@ -77,6 +81,8 @@ from workflows.messages import (
     RecoveryCheckinSignal,
     RescheduleRequest,
     RescheduleResult,
+    ResolveAnomalyRequest,
+    ResolveAnomalyResult,
     ResumeRequest,
     ReviewRequest,
     ReviewResult,
@@ -199,6 +205,20 @@ class RequestRefused(ServiceError):
         super().__init__("; ".join(r.message for r in reasons) or error_type)
         self.error_type = error_type
         self.reasons = reasons
+
+
+class FactKept(RequestRefused):
+    """The journey could not apply a reported fact now and kept it for staff (HTTP 409).
+
+    Nothing is lost: the fact is an anomaly with a clinician task (``result.anomaly_id``) and
+    its idempotency key is not spent. The reasons say why it could not be applied.
+    """
+
+    rule = "kept_for_staff"
+
+    def __init__(self, result: FactResult) -> None:
+        super().__init__("FactKeptForStaff", list(result.reasons))
+        self.result = result
 
 
 class ServiceUnavailable(ServiceError):
@@ -363,6 +383,13 @@ class JourneyService:
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise JourneyNotFound(patient_id) from None
+            if err.status == RPCStatusCode.RESOURCE_EXHAUSTED:
+                # Temporal caps the updates in flight per workflow (10 by default): a burst
+                # of facts for one journey (they are updates) waits its turn.
+                logger.warning("Temporal busy for %s: RESOURCE_EXHAUSTED", patient_id)
+                raise ServiceUnavailable(
+                    "The journey is busy with other requests; retry shortly.", retry_after=1
+                ) from None
             if err.status in _UNAVAILABLE_STATUSES:
                 logger.warning("Temporal unavailable: %s", err.status.name)
                 raise ServiceUnavailable("Temporal is not reachable.") from None
@@ -923,14 +950,34 @@ class JourneyService:
         )
         return result
 
-    # ------------------------------------------------------------ facts (signals)
+    async def resolve_anomaly(
+        self,
+        patient_id: str,
+        request: ResolveAnomalyRequest,
+        *,
+        request_id: str | None = None,
+    ) -> ResolveAnomalyResult:
+        """Apply (when the journey now can) or dismiss a kept fact, with a note. Refused
+        (``ResolveAnomalyRefused``) for an unknown or resolved anomaly, or one that still
+        cannot be applied (with the reasons)."""
+        result: ResolveAnomalyResult = await self._update(
+            patient_id, PatientJourney.resolve_anomaly, request, request.requested_by, request_id
+        )
+        return result
 
-    async def _signal(self, patient_id: str, signal: Any, fact: Any) -> None:
-        handle = await self._handle(patient_id)
-        with self._temporal(patient_id):
-            await self._rpc(
-                handle.signal(signal, fact, rpc_timeout=self.rpc_timeout), self.rpc_timeout
-            )
+    # ------------------------------------------------------------ facts (report_* updates)
+
+    async def _report(self, patient_id: str, update: Any, fact: Any, actor: str) -> FactResult:
+        """Report a fact through its ``report_*`` update and answer what became of it.
+
+        ``applied`` or ``duplicate`` (its key was applied before) are returned; a fact the
+        journey kept as an anomaly raises :class:`FactKept`. No update id is passed: the
+        journey's own idempotency key decides, so a resend of a kept fact reaches it again.
+        """
+        result: FactResult = await self._update(patient_id, update, fact, actor, None)
+        if result.outcome == "anomaly":
+            raise FactKept(result)
+        return result
 
     async def complete_session(
         self,
@@ -940,18 +987,23 @@ class JourneyService:
         *,
         idempotency_key: str,
         source: str = "integration",
-    ) -> None:
-        """Report a completed session. Returns once Temporal accepted the signal; the journey
-        applies it once per ``idempotency_key`` (a wrong session is recorded as refused)."""
-        await self._signal(
+    ) -> FactResult:
+        """Report a completed session; the journey applies it once per ``idempotency_key``.
+
+        Raises:
+            FactKept: the journey could not apply it now (a wrong session, a date in its
+                future, a paused journey...): it is kept for staff with the reasons.
+        """
+        return await self._report(
             patient_id,
-            PatientJourney.record_session_completed,
+            PatientJourney.report_session_completed,
             SessionCompletedSignal(
                 idempotency_key=idempotency_key,
                 session_number=session_number,
                 completed_at=completed_at,
                 source=source,
             ),
+            source,
         )
 
     async def spf_attested(
@@ -961,18 +1013,19 @@ class JourneyService:
         *,
         idempotency_key: str | None = None,
         reported_by: Actor = "patient",
-    ) -> str:
+    ) -> FactResult:
         """Report SPF use on a date; the default key makes one attestation per day count once.
 
-        Returns the idempotency key used.
+        Raises:
+            FactKept: the journey could not apply it now; kept for staff with the reasons.
         """
         key = idempotency_key or f"spf:{on.isoformat()}"
-        await self._signal(
+        return await self._report(
             patient_id,
-            PatientJourney.record_spf_attested,
+            PatientJourney.report_spf_attested,
             SpfAttestedSignal(idempotency_key=key, on=on, reported_by=reported_by),
+            reported_by,
         )
-        return key
 
     async def report_reaction(
         self,
@@ -984,28 +1037,31 @@ class JourneyService:
         severity: str | None = None,
         idempotency_key: str | None = None,
         reported_by: Actor = "patient",
-    ) -> str:
+    ) -> FactResult:
         """A recovery check-in, or with ``severity`` an adverse event (the journey pauses).
 
-        Returns the idempotency key used (by default one per session and day).
+        The default idempotency key is one per session and day.
+
+        Raises:
+            FactKept: the journey could not apply it now; kept for staff with the reasons.
         """
         if severity is not None:
             key = idempotency_key or f"adverse:{session_number}:{day}:{severity}"
-            await self._signal(
+            return await self._report(
                 patient_id,
-                PatientJourney.record_adverse_event,
+                PatientJourney.report_adverse_event,
                 AdverseEventSignal(
                     idempotency_key=key,
                     severity=severity,  # type: ignore[arg-type]
                     note_ref=f"{reported_by}-report:{key}",
                     reported_by=reported_by,
                 ),
+                reported_by,
             )
-            return key
         key = idempotency_key or f"checkin:{session_number}:{day}"
-        await self._signal(
+        return await self._report(
             patient_id,
-            PatientJourney.record_recovery_checkin,
+            PatientJourney.report_recovery_checkin,
             RecoveryCheckinSignal(
                 idempotency_key=key,
                 session_number=session_number,
@@ -1013,8 +1069,8 @@ class JourneyService:
                 reaction=reaction,  # type: ignore[arg-type]
                 reported_by=reported_by,
             ),
+            reported_by,
         )
-        return key
 
     # ------------------------------------------------------------ planning
 

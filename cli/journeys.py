@@ -75,6 +75,7 @@ def _run(work: Callable[[JourneyService], Awaitable[T]]) -> T:
             return await work(service)
 
     from api.service import (
+        FactKept,
         InvalidRequest,
         JourneyNotFound,
         RequestRefused,
@@ -90,6 +91,13 @@ def _run(work: Callable[[JourneyService], Awaitable[T]]) -> T:
     }
     try:
         return asyncio.run(main())
+    except FactKept as err:
+        message = "; ".join(r.message for r in err.reasons)
+        _fail(
+            f"not applied: kept for staff as anomaly #{err.result.anomaly_id} "
+            f"(journey {err.result.stage}): {message}",
+            REFUSED,
+        )
     except RequestRefused as err:
         message = "; ".join(r.message for r in err.reasons)
         _fail(f"refused ({err.error_type}): {message}", REFUSED)
@@ -325,23 +333,28 @@ def register(app: typer.Typer) -> None:
         source: Annotated[str, typer.Option(help="Who reports it.")] = "cli",
         as_json: JsonOpt = False,
     ) -> None:
-        """Report that a session happened (applied once per idempotency key)."""
+        """Report that a session happened (applied once per idempotency key).
+
+        Exits 4 when the journey cannot apply it now: it is then kept for staff (an anomaly).
+        """
         when = at or datetime.now(UTC)
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         idem = key or f"cli-{uuid.uuid4()}"
-        _run(
+        result = _run(
             lambda s: s.complete_session(
                 patient, session, when, idempotency_key=idem, source=source
             )
         )
         data = {
             "accepted": True,
+            "outcome": result.outcome,
             "patient_id": patient,
             "session_number": session,
             "idempotency_key": idem,
         }
-        _emit(data, as_json, lambda: f"Session {session} of {patient} reported (key {idem}).")
+        done = "was already applied" if result.outcome == "duplicate" else "applied"
+        _emit(data, as_json, lambda: f"Session {session} of {patient}: {done} (key {idem}).")
 
     @app.command("reschedule")
     def reschedule(

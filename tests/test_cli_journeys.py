@@ -90,6 +90,15 @@ async def test_enrol_status_list_and_controls(cli: Cli) -> None:
     assert r.exit_code == 4 and "review" in r.stderr.lower()
     r = await cli.run("complete-session", pid, "--session", "1", "--key", "k1", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["idempotency_key"] == "k1"
+    assert json.loads(r.stdout)["outcome"] == "applied"
+    r = await cli.run("complete-session", pid, "--session", "1", "--key", "k1")
+    assert r.exit_code == 0 and "already applied" in r.stdout
+    # The journey is in recovery: a completion it cannot apply is kept for staff, exit 4.
+    r = await cli.run("complete-session", pid, "--session", "2", "--key", "k2")
+    assert r.exit_code == 4
+    assert r.stderr.startswith(
+        "error: not applied: kept for staff as anomaly #1 (journey recovery)"
+    )
     r = await cli.run("pause", pid, "--reason", "Holiday", "--json")
     assert r.exit_code == 0, r.output
     r = await cli.run("withdraw", pid, "--reason", "Moved away")

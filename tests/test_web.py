@@ -213,12 +213,19 @@ async def test_staff_dashboard(site: Site) -> None:
         site, "Chloe Fast", clinic_id=FAST_CLINIC, time_scale=FAST_SCALE, numbing_cream=True
     )
     st = await read_status(site, alice.patient_id, lambda s: s.stage == "scheduled")
-    await read_status(site, chloe.patient_id, lambda s: s.stage == "session_due")
+    # Chloe's first session is booked (the read model shows "scheduled", also on its day).
+    await read_status(
+        site,
+        chloe.patient_id,
+        lambda s: s.stage == "scheduled" and bool(s.sessions) and s.sessions[0].state == "booked",
+    )
 
     context = await site.browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
     await login(site, page)
-    await expect(page.locator('a.tile[data-stage="scheduled"] .n')).to_have_text("1")
+    # Alice, and Chloe with her first session booked (the read model shows "scheduled" until
+    # it is done, also on its day).
+    await expect(page.locator('a.tile[data-stage="scheduled"] .n')).to_have_text("2")
     await expect(page.locator("#h-waiting + table")).to_contain_text("Dora Lindqvist")
     await expect(page.locator("#h-waiting + table")).to_contain_text("1 September 2027")
     await expect(page.locator('a.tile[data-stage="deferred"] .n')).to_have_text("1")
@@ -229,8 +236,9 @@ async def test_staff_dashboard(site: Site) -> None:
     await expect(page.locator("#result-count")).to_contain_text("of 4")
     await page.get_by_label("Stage").select_option("scheduled")
     await page.get_by_role("button", name="Show").click()
-    await expect(page.locator("table.journeys tbody tr")).to_have_count(1)
+    await expect(page.locator("table.journeys tbody tr")).to_have_count(2)
     await expect(page.locator("table.journeys")).to_contain_text("Alice Moreau")
+    await expect(page.locator("table.journeys")).to_contain_text("Chloe Fast")
     await page.get_by_label("Stage").select_option("")
     await page.get_by_label("Patient name").fill("lindq")
     await page.get_by_role("button", name="Show").click()
@@ -288,6 +296,9 @@ async def test_staff_dashboard(site: Site) -> None:
     await expect(page.locator('.timeline li[data-kind="session_completed"]')).to_be_visible()
     await expect(page.locator("#stage")).to_contain_text("Recovery")
     await expect(page.locator("#form-check")).to_have_count(0)  # the actions follow the stage
+    await expect(page.locator("#form-pause")).to_have_count(1)  # workflows.guards: recovery
+    await expect(page.locator("#form-resume")).to_have_count(0)
+    await expect(page.locator("#form-review")).to_have_count(0)
     assert await page.evaluate("window.__notReloaded") is True
     await expect(overview.locator('ul[data-flag="no_pre_session_check"]')).to_contain_text(
         "Chloe Fast", timeout=10_000
@@ -295,6 +306,39 @@ async def test_staff_dashboard(site: Site) -> None:
     assert await overview.evaluate("window.__notReloaded") is True
     await shot(page, "journey-live-completion")
     await shot(overview, "overview-live")
+
+    # A second report of session 1 (another system, another key) cannot be applied in
+    # recovery: the sender gets 409 and staff see it kept, with the reason, and resolve it.
+    body, headers = signed_completion(chloe.patient_id)
+    async with httpx.AsyncClient(base_url=site.base) as http:
+        r = await http.post("/api/integrations/session-completed", content=body, headers=headers)
+    assert r.status_code == 409 and r.json()["error"] == "FactKeptForStaff", r.text
+    await page.goto(f"{site.base}/journeys/{chloe.patient_id}")
+    kept = page.locator("#form-anomaly-1")
+    await expect(kept).to_contain_text("session completed")
+    await expect(kept.locator('li[data-rule="not_expecting_session"]')).to_be_visible()
+    await expect(page.locator("#live-summary")).to_contain_text("Resolve anomaly #1")
+    # Applying it now is refused by the journey, with its reasons, next to the form.
+    await kept.get_by_label("Apply it now").check()
+    await kept.get_by_label("Note").fill("Booking system sent it twice")
+    await kept.get_by_role("button", name="Resolve #1").click()
+    await expect(
+        page.locator('#resolve-errors li[data-rule="not_expecting_session"]')
+    ).to_be_visible()
+    kept = page.locator("#form-anomaly-1")
+    await kept.get_by_label("Dismiss it").check()
+    await kept.get_by_label("Note").fill("Booking system sent it twice")
+    await kept.get_by_role("button", name="Resolve #1").click()
+    await expect(page.locator("#flash")).to_have_text("The kept fact was dismissed.")
+    await expect(page.locator("#anomalies")).to_have_count(0)
+    resolved = page.locator('.timeline li[data-kind="anomaly_resolved"]')
+    await expect(resolved).to_contain_text("Anomaly #1 dismissed by staff:")
+    await expect(resolved).to_contain_text("Rita Reception: Booking system sent it twice")
+    await expect(page.locator("#live-summary")).not_to_contain_text("Resolve anomaly #1")
+    # The status lists open anomalies only; the timeline keeps the resolution.
+    st = await read_status(site, chloe.patient_id, lambda s: not s.anomalies)
+    assert not any("anomaly" in t for t in st.clinician_tasks)
+    await shot(page, "journey-anomaly-resolved")
     await context.close()
 
 

@@ -4,10 +4,15 @@
 :mod:`api.inbound`) with its idempotency key (``webhook-id`` or ``Idempotency-Key``), which is
 scoped per integration; the patient and session may be named by the integration's own ids
 (``external_patient_id``, ``external_appointment_id``: the ``external_ids`` mapping). It
-answers 202 only once Temporal has accepted the signal, so nothing acknowledged is lost. A repeat with the same key answers exactly what the first got and sends
-nothing; two copies racing each other both reach the workflow, which applies the key once
-(the key is the signal's ``idempotency_key``). Checks run in this order: signature (401), then
-the key and the body (422), then the journey (404).
+answers 202 only once the journey has applied the fact (``report_session_completed``), so
+nothing acknowledged is lost or merely "received". A repeat with the same key answers exactly
+what the first got and sends nothing; two copies racing each other both reach the workflow,
+which applies the key once (the key is the fact's ``idempotency_key``; the second answers
+``duplicate``). A fact the journey cannot apply now (a wrong session, a date in its future, a
+paused journey) is kept for staff as an anomaly and answered 409 ``FactKeptForStaff`` with the
+reasons; that answer is not stored, so a resend with the same key reaches the journey again
+(it is applied once the journey can take it). Checks run in this order: signature (401), then
+the key and the body (422), then the journey (404), then the journey's answer (409).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from api.inbound import (
     resolve_external_ids,
     verify_inbound,
 )
-from api.service import JourneyNotFound, ServiceUnavailable
+from api.service import FactKept, JourneyNotFound, ServiceUnavailable
 from worker.telemetry import get_metrics
 
 router = APIRouter(prefix="/api/integrations", tags=["integrations"])
@@ -53,6 +58,10 @@ def _body_error(loc: tuple[str | int, ...], rule: str, message: str) -> RequestV
     responses={
         401: {"model": schemas.ErrorBody, "description": "Unsigned, bad or stale signature."},
         404: {"model": schemas.ErrorBody, "description": "Unknown journey."},
+        409: {
+            "model": schemas.FactKeptBody,
+            "description": "Not applied now: kept for staff as an anomaly, with the reasons.",
+        },
         422: {"model": schemas.ErrorBody, "description": "Bad body or Idempotency-Key."},
         503: {"model": schemas.ErrorBody, "description": "Temporal or PostgreSQL down; retry."},
     },
@@ -120,7 +129,8 @@ async def _session_completed(
     request: Request, service: ServiceDep, settings: SettingsDep, labels: dict[str, str]
 ) -> JSONResponse:
     """The webhook's checks and effect; sets ``labels["integration"]`` once verified and
-    ``labels["outcome"]`` (``accepted``, ``duplicate``) on success."""
+    ``labels["outcome"]`` (``accepted``, ``duplicate``) on success, ``kept_for_staff`` when the
+    journey kept the fact as an anomaly."""
     raw = await request.body()
     # Standard Webhooks or HMAC v2; both sign the integration (its secret), the key, the
     # timestamp and the body. Keys are scoped per integration (api/inbound.py).
@@ -161,14 +171,21 @@ async def _session_completed(
     )
     duplicate = stored is not None
     if stored is None:
-        await service.complete_session(
-            fact.patient_id,
-            fact.session_number,
-            fact.completed_at,
-            idempotency_key=identity.fact_key,
-            source=fact.source or integration,
-        )
+        try:
+            result = await service.complete_session(
+                fact.patient_id,
+                fact.session_number,
+                fact.completed_at,
+                idempotency_key=identity.fact_key,
+                source=fact.source or integration,
+            )
+        except FactKept:
+            # Not stored as the key's answer: a resend must reach the journey again.
+            labels["outcome"] = "kept_for_staff"
+            raise
         answer = schemas.SessionCompletedOut(
+            outcome=result.outcome,
+            duplicate=result.outcome == "duplicate",
             patient_id=fact.patient_id,
             session_number=fact.session_number,
             idempotency_key=key,

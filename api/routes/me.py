@@ -25,7 +25,11 @@ ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": schemas.ErrorBody, "description": "Missing, bad or expired link."},
     403: {"model": schemas.ErrorBody, "description": "Another patient's journey."},
     404: {"model": schemas.ErrorBody, "description": "No journey for this link."},
-    409: {"model": schemas.ErrorBody, "description": "Refused, with every reason."},
+    409: {
+        "model": schemas.FactKeptBody,
+        "description": "Refused, with every reason; for a reported fact the journey cannot "
+        "apply now (error FactKeptForStaff), kept for the clinic's staff.",
+    },
     422: {"model": schemas.ErrorBody, "description": "A field breaks a rule."},
     503: {"model": schemas.ErrorBody, "description": "Temporarily unavailable; retry."},
 }
@@ -140,9 +144,17 @@ async def my_spf_attestation(
     service: ServiceDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> schemas.Accepted:
-    """I used SPF 50 on this date (counted once per date)."""
-    await service.spf_attested(patient_id, body.on, idempotency_key=idempotency_key)
-    return schemas.Accepted(message=f"Thank you: SPF 50 use on {format_date(body.on)} noted.")
+    """I used sun protection on this date (counted once per date).
+
+    202 once the journey applied it (``duplicate``: it had already); 409 ``FactKeptForStaff``
+    when it cannot apply it now (kept for the clinic's staff, with the reasons).
+    """
+    result = await service.spf_attested(patient_id, body.on, idempotency_key=idempotency_key)
+    return schemas.Accepted(
+        outcome=result.outcome,
+        duplicate=result.outcome == "duplicate",
+        message=f"Thank you: sun protection on {format_date(body.on)} noted.",
+    )
 
 
 @router.post(
@@ -157,8 +169,12 @@ async def my_reaction(
     service: ServiceDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> schemas.Accepted:
-    """How my skin is after a session; with ``severity`` the clinic is alerted at once."""
-    await service.report_reaction(
+    """How my skin is after a session; with ``severity`` the clinic is alerted at once.
+
+    202 once the journey applied it (``duplicate``: it had already); 409 ``FactKeptForStaff``
+    when it cannot apply it now (kept for the clinic's staff, with the reasons).
+    """
+    result = await service.report_reaction(
         patient_id,
         body.session_number,
         body.day,
@@ -166,9 +182,11 @@ async def my_reaction(
         severity=body.severity,
         idempotency_key=idempotency_key,
     )
+    answer = {"outcome": result.outcome, "duplicate": result.outcome == "duplicate"}
     if body.severity is not None:
         return schemas.Accepted(
+            **answer,
             message="Thank you. The clinic has been alerted and will contact you; "
-            "if it is urgent, call the clinic or emergency services."
+            "if it is urgent, call the clinic or emergency services.",
         )
-    return schemas.Accepted(message="Thank you: your check-in is recorded.")
+    return schemas.Accepted(**answer, message="Thank you: your check-in is recorded.")

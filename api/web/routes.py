@@ -41,6 +41,7 @@ from starlette.datastructures import FormData
 from activities import repository
 from activities.repository import JourneyRow, StaffRow
 from api.service import (
+    FactKept,
     JourneyNotFound,
     JourneyService,
     RequestRefused,
@@ -53,9 +54,10 @@ from api.web import sessions, views
 from api.web.stuck import stuck_context
 from worker.settings import Settings
 from workflows.bounds import check_date, check_text
+from workflows import guards
 from workflows.calendar import local_datetime
 from workflows.ids import workflow_id
-from workflows.messages import JourneyStatus, ReviewRequest
+from workflows.messages import JourneyStatus, ResolveAnomalyRequest, ReviewRequest
 from workflows.protocol import ClinicProtocol, DateRange
 from workflows.reasons import Reason, format_date, format_weekday_date
 from workflows.screening import ScreeningAnswers
@@ -77,7 +79,7 @@ LIVE_POLL_MS: Final = 2500
 RESCHEDULE_DAYS: Final = 56  # the patient's calendar: about eight weeks
 
 STAFF_ACTIONS: Final = frozenset(
-    {"pause", "resume", "withdraw", "review", "reschedule", "pre-session-check"}
+    {"pause", "resume", "withdraw", "review", "reschedule", "pre-session-check", "resolve-anomaly"}
 )
 # Flash messages by code, so nothing from the query string is echoed into the page.
 STAFF_MESSAGES: Final[dict[str, str]] = {
@@ -88,7 +90,13 @@ STAFF_MESSAGES: Final[dict[str, str]] = {
     "reschedule": "Session moved.",
     "check_cleared": "Pre-session check recorded: cleared.",
     "check_deferred": "Pre-session check recorded: the session is deferred.",
+    "anomaly_applied": "The kept fact was applied.",
+    "anomaly_dismissed": "The kept fact was dismissed.",
 }
+_KEPT_FOR_STAFF: Final = Reason(
+    rule="kept_for_staff",
+    message="This was not recorded in your plan yet: the clinic has it and will look at it.",
+)
 PATIENT_MESSAGES: Final[dict[str, str]] = {
     "reschedule": "Your session has been moved. You will get a confirmation.",
     "spf": "Thank you: SPF 50 use recorded for today.",
@@ -545,9 +553,9 @@ async def _overview_context(pool: asyncpg.Pool) -> dict[str, Any]:
             continue
         now = views.journey_now(item["row"], status, real_now)
         local_today = now.astimezone(ZoneInfo(item["tz"])).date()
-        # A journey in session_due is due by the workflow's own clock (a sandbox journey's
-        # simulated day may already be over by the dashboard's estimate); a scheduled one
-        # counts when its session is on the clinic's today.
+        # A journey in session_due (a row from before Journey v2) is due by the workflow's own
+        # clock; a scheduled one (the read model keeps "scheduled" on the session's day) counts
+        # when its session is on the clinic's today by the journey's clock.
         if item["row"].stage != "session_due" and session.planned_on != local_today:
             continue
         item["session"] = session
@@ -555,7 +563,7 @@ async def _overview_context(pool: asyncpg.Pool) -> dict[str, Any]:
         item["arrive"] = views.format_local_time(session.arrive_by, item["tz"])
         today.append(item)
         # Past the session's end and still no completion from the booking system or device.
-        if item["row"].stage == "session_due" and now > session.starts_at + timedelta(minutes=30):
+        if session.state == "booked" and now > session.starts_at + timedelta(minutes=30):
             no_completion.append(item)
     today.sort(key=lambda i: i["session"].starts_at)
 
@@ -767,7 +775,12 @@ async def _journey_page(
     today = views.local_today(row, status, tz)
     timeline = await repository.get_timeline(pool, wf)
     sessions = status.sessions if status else []
-    movable = [s for s in sessions if s.state not in ("done", "cancelled")]
+    allowed = _allowed_requests(row.stage, status)
+    movable = (
+        [s for s in sessions if s.state not in ("done", "cancelled")]
+        if "reschedule" in allowed
+        else []
+    )
     current = views.current_session(status) if status else None
     return _render(
         request,
@@ -795,6 +808,12 @@ async def _journey_page(
             ],
             "movable": movable,
             "current": current,
+            "allowed": allowed,
+            "anomalies": [
+                {"a": a, "when": views.format_local_datetime(a.received_at, tz)}
+                for a in (status.anomalies if status else [])
+                if not a.resolved
+            ],
             "timeline": [
                 {"e": e, "when": views.format_local_datetime(e.occurred_at, tz)}
                 for e in reversed(timeline)
@@ -817,6 +836,19 @@ async def _journey_page(
         },
         status_code=status_code,
     )
+
+
+def _allowed_requests(stage: str, status: JourneyStatus | None) -> frozenset[str]:
+    """The requests the journey takes in ``stage`` (workflows.guards, the table its validators
+    use): a paused journey takes a move only if it was paused in a stage with sessions."""
+    allowed = set(guards.available_requests(stage))
+    if stage == "paused" and not (
+        status is not None
+        and status.paused_from is not None
+        and guards.accepts("reschedule", status.paused_from)
+    ):
+        allowed.discard("reschedule")
+    return frozenset(allowed)
 
 
 @router.get("/journeys/{patient_id}")
@@ -901,6 +933,24 @@ async def journey_action(request: Request, patient_id: str, action: str) -> Resp
             except ValueError:
                 raise _FormError("Please give the time as hours and minutes.") from None
             await service.reschedule(patient_id, number, new_date, new_time, request_id=request_id)
+        elif action == "resolve-anomaly":
+            anomaly_id = _int_field(form, "anomaly_id", "the anomaly", 1_000_000)
+            resolution = _field(form, "resolution")
+            if resolution not in ("apply", "dismiss"):
+                raise _FormError("Choose whether to apply or dismiss the kept fact.")
+            note = _required(form, "note", "a note")
+            resolved = await service.resolve_anomaly(
+                patient_id,
+                ResolveAnomalyRequest(
+                    anomaly_id=anomaly_id,
+                    action=resolution,
+                    note=note,
+                    requested_by=actor,
+                    staff_ref=staff_ref(staff),
+                ),
+                request_id=request_id,
+            )
+            code = f"anomaly_{resolved.resolution}"
         else:  # pre-session-check
             number = _int_field(form, "session_number", "the session")
             found: dict[str, Any] = {
@@ -986,7 +1036,7 @@ async def _patient_page(
     can_move = (
         status is not None
         and chosen is not None
-        and row.stage in ("awaiting_season", "scheduled", "session_due", "recovery")
+        and "reschedule" in _allowed_requests(row.stage, status)
     )
     trips: list[DateRange] | None = []
     options: list[views.DayOption] = []
@@ -1045,7 +1095,7 @@ async def _patient_page(
             "allowed_count": sum(1 for o in options if o.allowed),
             "trips_unknown": trips is None,
             "done": done,
-            "can_attest": bool(done) and row.stage not in ("withdrawn", "excluded"),
+            "can_attest": bool(done) and guards.accepts("spf_attested", row.stage),
             "errors": errors or {},
             "message": message,
             "request_id": uuid.uuid4().hex,
@@ -1158,6 +1208,8 @@ async def patient_action(request: Request, token: str, action: str) -> Response:
             else:
                 raise _FormError("Please say how your skin is.")
     except RequestRefused as refused:
+        if isinstance(refused, FactKept):
+            refused.reasons = [*refused.reasons, _KEPT_FOR_STAFF]
         return await _patient_page(
             request,
             token,
