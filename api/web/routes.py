@@ -832,7 +832,7 @@ async def _journey_page(
             "live_version": await _live_version(pool, patient_id),
             "live_scope": patient_id,
             "live_url": f"/journeys/{patient_id}",
-            "closed": row.stage in ("excluded", "completed", "withdrawn"),
+            "closed": row.stage in guards.CLOSED_STAGES,
         },
         status_code=status_code,
     )
