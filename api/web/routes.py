@@ -1033,9 +1033,11 @@ async def _patient_page(
     chosen = next((s for s in movable if s.number == session_number), None) or (
         movable[0] if movable else None
     )
+    # What the journey takes now (workflows.guards); a journey on hold is the clinic's to move.
     can_move = (
         status is not None
         and chosen is not None
+        and row.stage != "paused"
         and "reschedule" in _allowed_requests(row.stage, status)
     )
     trips: list[DateRange] | None = []
