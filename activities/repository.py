@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -295,6 +296,7 @@ async def list_journeys(
     order: JourneyOrder = "next_action_at",
     limit: int = 50,
     offset: int = 0,
+    with_total: bool = True,
 ) -> tuple[list[JourneyRow], int]:
     """One page of journeys matching every given filter, and the total number matching.
 
@@ -308,6 +310,7 @@ async def list_journeys(
             or ``patient_name``.
         limit: Page size (1–500).
         offset: Rows to skip.
+        with_total: False skips the count (the total returned is then -1).
 
     Raises:
         ValueError: an unknown ``order``, or ``limit``/``offset`` out of range.
@@ -336,7 +339,7 @@ async def list_journeys(
     where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
     base = f"FROM journeys j LEFT JOIN patients p ON p.patient_id = j.patient_id {where}"
     async with pool.acquire() as conn:
-        total = await conn.fetchval(f"SELECT count(*) {base}", *args)
+        total = await conn.fetchval(f"SELECT count(*) {base}", *args) if with_total else -1
         rows = await conn.fetch(
             f"SELECT j.*, p.full_name AS patient_name {base} "
             f"ORDER BY {_ORDER_BY[order]} LIMIT {arg(limit)} OFFSET {arg(offset)}",
@@ -498,3 +501,98 @@ async def save_idempotent_response(
             )
     assert row is not None
     return IdempotentResponse.model_validate(dict(row))
+
+
+@dataclass(frozen=True)
+class OverviewCounts:
+    """The overview's counts, from one scan of the read model."""
+
+    stages: dict[str, int]
+    flags: dict[str, int]
+    journeys: int
+    versions: int  # sum of every journey's version: changes whenever a journey writes
+    last_update: datetime | None
+
+
+async def overview_counts(pool: asyncpg.Pool) -> OverviewCounts:
+    """Journeys per stage and per flag, and what the live version is made of, in one
+    statement (one scan: the combinations of stage and flags are few, sums are made here)."""
+    rows = await pool.fetch(
+        "SELECT stage, flags, count(*) AS n, sum(version) AS v, max(updated_at) AS u"
+        " FROM journeys GROUP BY stage, flags"
+    )
+    stages: dict[str, int] = {}
+    flags: dict[str, int] = {}
+    for r in rows:
+        n = int(r["n"])
+        stages[r["stage"]] = stages.get(r["stage"], 0) + n
+        for flag in set(r["flags"] or ()):
+            flags[flag] = flags.get(flag, 0) + n
+    updates = [r["u"] for r in rows if r["u"] is not None]
+    return OverviewCounts(
+        stages=stages,
+        flags=flags,
+        journeys=sum(stages.values()),
+        versions=sum(int(r["v"] or 0) for r in rows),
+        last_update=max(updates) if updates else None,
+    )
+
+
+async def journeys_by_flag(
+    pool: asyncpg.Pool, counts: dict[str, int], limit: int
+) -> dict[str, list[JourneyRow]]:
+    """The first ``limit`` journeys (soonest next action first) carrying each flag of
+    ``counts`` (flag → how many journeys carry it), in one statement.
+
+    A common flag walks the next-action index until it has ``limit`` rows; a rare one is
+    looked up in the flags index and sorted (walking the next-action index for a flag few
+    journeys carry would read most of the table). A flag nobody carries costs nothing.
+    """
+    total = max(sum(counts.values()), 1)
+    common = [f for f, n in counts.items() if n * 100 >= total]
+    rare = [f for f, n in counts.items() if 0 < n * 100 < total]
+    order = _ORDER_BY["next_action_at"]
+    rows = await pool.fetch(
+        f"""
+        SELECT f.flag AS by_flag, j.*, p.full_name AS patient_name
+        FROM unnest($1::text[]) AS f(flag)
+        CROSS JOIN LATERAL (
+            SELECT j.* FROM journeys j WHERE j.flags @> ARRAY[f.flag] ORDER BY {order} LIMIT $3
+        ) AS j
+        LEFT JOIN patients p ON p.patient_id = j.patient_id
+        UNION ALL
+        SELECT f.flag, j.*, p.full_name
+        FROM unnest($2::text[]) AS f(flag)
+        CROSS JOIN LATERAL (
+            -- OFFSET 0 keeps the flags index: no ordered walk of the next-action index.
+            SELECT * FROM (SELECT j.* FROM journeys j WHERE j.flags @> ARRAY[f.flag] OFFSET 0) j
+            ORDER BY {order} LIMIT $3
+        ) AS j
+        LEFT JOIN patients p ON p.patient_id = j.patient_id
+        ORDER BY by_flag, next_action_at ASC NULLS LAST, workflow_id
+        """,
+        common,
+        rare,
+        limit,
+    )
+    out: dict[str, list[JourneyRow]] = {flag: [] for flag in counts}
+    for r in rows:
+        record = dict(r)
+        out[record.pop("by_flag")].append(JourneyRow.model_validate(record))
+    return out
+
+
+async def journeys_due_soon(pool: asyncpg.Pool, before: datetime, limit: int) -> list[JourneyRow]:
+    """Journeys in ``session_due``, and ``scheduled`` ones whose next action comes before
+    ``before`` (soonest first, at most ``limit``): the candidates for today's sessions."""
+    rows = await pool.fetch(
+        f"""
+        SELECT j.*, p.full_name AS patient_name
+        FROM journeys j LEFT JOIN patients p ON p.patient_id = j.patient_id
+        WHERE j.stage = 'session_due' OR (j.stage = 'scheduled' AND j.next_action_at < $1)
+        ORDER BY {_ORDER_BY["next_action_at"]} LIMIT $2
+        """,
+        before,
+        limit,
+    )
+    return [JourneyRow.model_validate(dict(r)) for r in rows]

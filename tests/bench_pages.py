@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import re
 import statistics
@@ -119,19 +120,42 @@ async def seed(pool: asyncpg.Pool, n: int) -> str:
                 status.model_dump(mode="json"),
             )
         )
-    await pool.executemany(
-        "INSERT INTO patients (patient_id, full_name, email, clinic_id) VALUES ($1, $2, $3, $4)",
-        patients,
-    )
-    await pool.executemany(
-        """
-        INSERT INTO journeys (workflow_id, patient_id, clinic_id, version, stage, course_number,
-            sessions_planned, sessions_done, next_action, next_action_at, flags,
-            protocol_version, status)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-        """,
-        journeys,
-    )
+    # COPY: 100,000 rows in seconds (executemany took minutes).
+    async with pool.acquire() as conn:
+        await conn.copy_records_to_table(
+            "patients", records=patients, columns=["patient_id", "full_name", "email", "clinic_id"]
+        )
+        # COPY has no binary jsonb encoder: the status goes through a text column.
+        await conn.execute(
+            "CREATE TEMP TABLE seed_journeys AS SELECT * FROM journeys WITH NO DATA;"
+            "ALTER TABLE seed_journeys ALTER COLUMN status TYPE text"
+        )
+        await conn.copy_records_to_table(
+            "seed_journeys",
+            records=[(*j[:-1], json.dumps(j[-1])) for j in journeys],
+            columns=[
+                "workflow_id",
+                "patient_id",
+                "clinic_id",
+                "version",
+                "stage",
+                "course_number",
+                "sessions_planned",
+                "sessions_done",
+                "next_action",
+                "next_action_at",
+                "flags",
+                "protocol_version",
+                "status",
+            ],
+        )
+        await conn.execute(
+            "INSERT INTO journeys (workflow_id, patient_id, clinic_id, version, stage,"
+            " course_number, sessions_planned, sessions_done, next_action, next_action_at, flags,"
+            " protocol_version, status) SELECT workflow_id, patient_id, clinic_id, version, stage,"
+            " course_number, sessions_planned, sessions_done, next_action, next_action_at, flags,"
+            " protocol_version, status::jsonb FROM seed_journeys"
+        )
     await pool.execute("ANALYZE")
     return str(journeys[0][1])
 

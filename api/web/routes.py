@@ -53,8 +53,8 @@ from api.tokens import InvalidPatientToken, PatientTokenExpired, verify_patient_
 from api.web import sessions, views
 from api.web.stuck import stuck_context
 from worker.settings import Settings
-from workflows.bounds import check_date, check_text
 from workflows import guards
+from workflows.bounds import check_date, check_text
 from workflows.calendar import local_datetime
 from workflows.ids import workflow_id
 from workflows.messages import JourneyStatus, ResolveAnomalyRequest, ReviewRequest
@@ -75,6 +75,7 @@ CSRF_SALT: Final = "journey.csrf.v1"
 SESSION_MAX_AGE: Final = 12 * 3600  # a working day; staff log in again the next morning
 PAGE_SIZE: Final = 25
 OVERVIEW_LIMIT: Final = 15  # rows per overview list; "show all" links to the filtered list
+TODAY_LIMIT: Final = 100  # candidates for today's sessions (session_due, then scheduled)
 LIVE_POLL_MS: Final = 2500
 RESCHEDULE_DAYS: Final = 56  # the patient's calendar: about eight weeks
 
@@ -419,9 +420,7 @@ async def _live_version(pool: asyncpg.Pool, patient_id: str | None) -> str:
             "SELECT count(*) AS n, coalesce(sum(version), 0) AS v, max(updated_at) AS u "
             "FROM journeys"
         )
-        extra = await pool.fetchval(
-            "SELECT coalesce(max(id), 0) FROM journey_events WHERE kind = 'request_refused'"
-        )
+        extra = await _refused_version(pool)
     else:
         wf = workflow_id(patient_id)
         row = await pool.fetchrow(
@@ -433,8 +432,20 @@ async def _live_version(pool: asyncpg.Pool, patient_id: str | None) -> str:
             "SELECT coalesce(max(id), 0) FROM journey_events WHERE workflow_id = $1", wf
         )
     assert row is not None
-    stamp = row["u"].isoformat() if row["u"] else "-"
-    return f"{row['n']}.{row['v']}.{stamp}.{extra}"
+    return _live_stamp(row["n"], row["v"], row["u"], extra)
+
+
+def _live_stamp(journeys: int, versions: int, last_update: datetime | None, extra: int) -> str:
+    stamp = last_update.isoformat() if last_update else "-"
+    return f"{journeys}.{versions}.{stamp}.{extra}"
+
+
+async def _refused_version(pool: asyncpg.Pool) -> int:
+    return int(
+        await pool.fetchval(
+            "SELECT coalesce(max(id), 0) FROM journey_events WHERE kind = 'request_refused'"
+        )
+    )
 
 
 async def _clinic_protocol(request: Request, clinic_id: str) -> ClinicProtocol:
@@ -531,20 +542,23 @@ async def logout(request: Request) -> Response:
 
 
 async def _overview_context(pool: asyncpg.Pool) -> dict[str, Any]:
+    # A few statements whatever the number of journeys (issue 13): the counts by stage and flag
+    # in one, today's candidates in one, every flagged short list in one, the season's in one;
+    # each list is capped, so the page does not grow with the number of journeys.
     real_now = datetime.now(UTC)
     clinics = await _clinics(pool)
-    counts = await repository.count_by_stage(pool)
+    summary = await repository.overview_counts(pool)
+    counts = summary.stages
 
     def items(rows: list[JourneyRow]) -> list[dict[str, Any]]:
         return [_list_item(r, clinics, real_now) for r in rows]
 
-    due, _ = await repository.list_journeys(pool, stage="session_due", limit=200)
-    soon, _ = await repository.list_journeys(
-        pool, stage="scheduled", next_action_before=real_now + timedelta(hours=36), limit=200
+    candidates = await repository.journeys_due_soon(
+        pool, real_now + timedelta(hours=36), limit=TODAY_LIMIT
     )
     today: list[dict[str, Any]] = []
     no_completion: list[dict[str, Any]] = []
-    for item in items(due + soon):
+    for item in items(candidates):
         status: JourneyStatus | None = item["status"]
         if status is None:
             continue
@@ -567,20 +581,20 @@ async def _overview_context(pool: asyncpg.Pool) -> dict[str, Any]:
             no_completion.append(item)
     today.sort(key=lambda i: i["session"].starts_at)
 
-    async def flagged(flag: str) -> dict[str, Any]:
-        # A short list and a link to all of them: the overview stays fast with thousands of
-        # journeys, and the list page filters, sorts and pages the rest.
-        rows, total = await repository.list_journeys(pool, flag=flag, limit=OVERVIEW_LIMIT)
-        return {"items": items(rows), "total": total, "link": f"/journeys?flag={flag}"}
-
-    no_shows = await flagged("no_show")
-    late_checkins = await flagged("checkin_overdue")
-    late_reviews = await flagged("review_overdue")
-    attention: dict[str, dict[str, Any]] = {}
-    for flag in views.ATTENTION_FLAGS:
-        attention[flag] = await flagged(flag)
-    waiting_rows, waiting_total = await repository.list_journeys(
-        pool, stage="awaiting_season", limit=OVERVIEW_LIMIT
+    # A short list per flag and a link to all of them: the list page filters, sorts and pages.
+    listed = ["no_show", "checkin_overdue", "review_overdue", *views.ATTENTION_FLAGS]
+    flag_counts = {flag: summary.flags.get(flag, 0) for flag in listed}
+    by_flag = await repository.journeys_by_flag(pool, flag_counts, OVERVIEW_LIMIT)
+    groups = {
+        flag: {
+            "items": items(by_flag[flag]),
+            "total": flag_counts[flag],
+            "link": f"/journeys?flag={flag}",
+        }
+        for flag in listed
+    }
+    waiting_rows, _ = await repository.list_journeys(
+        pool, stage="awaiting_season", limit=OVERVIEW_LIMIT, with_total=False
     )
     waiting = items(waiting_rows)
     for item in waiting:
@@ -596,14 +610,19 @@ async def _overview_context(pool: asyncpg.Pool) -> dict[str, Any]:
         "counts": [(s, views.STAGE_LABELS[s], counts.get(s, 0)) for s in views.STAGE_ORDER],
         "total": sum(counts.values()),
         "today": today,
+        "today_capped": len(candidates) >= TODAY_LIMIT,
         "no_completion": no_completion,
-        "no_shows": no_shows,
-        "late_checkins": late_checkins,
-        "late_reviews": late_reviews,
-        "attention": attention,
+        "no_shows": groups["no_show"],
+        "late_checkins": groups["checkin_overdue"],
+        "late_reviews": groups["review_overdue"],
+        "attention": {flag: groups[flag] for flag in views.ATTENTION_FLAGS},
         "waiting": waiting,
-        "waiting_total": waiting_total,
+        "waiting_total": counts.get("awaiting_season", 0),
         "generated": views.format_local_datetime(real_now, "UTC"),
+        # The same version /live answers, from the counts' scan (no second scan of journeys).
+        "live_version": _live_stamp(
+            summary.journeys, summary.versions, summary.last_update, await _refused_version(pool)
+        ),
     }
 
 
@@ -612,14 +631,12 @@ async def overview(request: Request) -> Response:
     """What is due today, overdue, flagged and waiting for the season; updates live."""
     staff = await _page_staff(request)
     context = await _overview_context(_pool(request))
-    live = await _live_version(_pool(request), None)
     return _render(
         request,
         "overview.html",
         {
             **context,
             "staff": staff,
-            "live_version": live,
             "live_scope": "",
             "live_url": "/",
             "page": "overview",
