@@ -88,6 +88,7 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
         body = schemas.FactKeptBody(
             detail=[schemas.ErrorItem(**r.model_dump()) for r in exc.reasons],
             error=exc.error_type,
+            outcome="kept_for_staff",
             anomaly_id=exc.result.anomaly_id,
             stage=exc.result.stage,
         )

@@ -118,13 +118,15 @@ class ErrorBody(BaseModel):
 
 
 class FactKeptBody(ErrorBody):
-    """409 for a reported fact the journey could not apply now (``error``:
-    ``FactKeptForStaff``): it is kept for staff as anomaly ``anomaly_id``, nothing is lost, and
-    a resend with the same idempotency key reaches the journey again. ``detail``: why."""
+    """409 for a reported fact. When the journey could not apply it now (``error``:
+    ``FactKeptForStaff``) it is kept for staff: ``outcome`` is ``kept_for_staff``, with
+    ``anomaly_id`` and ``stage``; nothing is lost, and a resend with the same idempotency key
+    reaches the journey again. Any other 409 (a closed journey) has the plain error body.
+    ``detail``: why."""
 
-    outcome: Literal["kept_for_staff"] = "kept_for_staff"
+    outcome: Literal["kept_for_staff"] | None = None
     anomaly_id: int | None = None
-    stage: str
+    stage: str | None = None
 
 
 class ReasonOut(_Out):

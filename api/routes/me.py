@@ -25,13 +25,18 @@ ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": schemas.ErrorBody, "description": "Missing, bad or expired link."},
     403: {"model": schemas.ErrorBody, "description": "Another patient's journey."},
     404: {"model": schemas.ErrorBody, "description": "No journey for this link."},
-    409: {
-        "model": schemas.FactKeptBody,
-        "description": "Refused, with every reason; for a reported fact the journey cannot "
-        "apply now (error FactKeptForStaff), kept for the clinic's staff.",
-    },
+    409: {"model": schemas.ErrorBody, "description": "Refused, with every reason."},
     422: {"model": schemas.ErrorBody, "description": "A field breaks a rule."},
     503: {"model": schemas.ErrorBody, "description": "Temporarily unavailable; retry."},
+}
+# A reported fact: its 409 may also say it was kept for the clinic's staff.
+FACT_ERRORS: dict[int | str, dict[str, object]] = {
+    **ERRORS,
+    409: {
+        "model": schemas.FactKeptBody,
+        "description": "Not applied: kept for the clinic's staff (error FactKeptForStaff, "
+        "with the reasons), or refused (a closed journey).",
+    },
 }
 IdempotencyKeyHeader = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
@@ -136,7 +141,7 @@ async def my_reschedule(
     "/spf-attestation",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=schemas.Accepted,
-    responses=ERRORS,
+    responses=FACT_ERRORS,
 )
 async def my_spf_attestation(
     body: schemas.MySpfAttestation,
@@ -161,7 +166,7 @@ async def my_spf_attestation(
     "/reaction",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=schemas.Accepted,
-    responses=ERRORS,
+    responses=FACT_ERRORS,
 )
 async def my_reaction(
     body: schemas.MyReaction,
