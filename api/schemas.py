@@ -336,6 +336,22 @@ class ControlOut(_Out):
     previous_stage: str
 
 
+class ResolveAnomalyBody(_In):
+    """Staff apply a fact the journey kept (when it can now take it) or dismiss it, with a
+    note for the timeline."""
+
+    action: Literal["apply", "dismiss"]
+    note: safe_multiline_text(500, min_length=1)  # type: ignore[valid-type]
+
+
+class ResolveAnomalyOut(_Out):
+    """The anomaly after staff resolved it, and the journey's stage."""
+
+    anomaly_id: int
+    resolution: Literal["applied", "dismissed"]
+    stage: str
+
+
 class ReviewBody(_In):
     """The 3-month review outcome (clinicians and admins only)."""
 

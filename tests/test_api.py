@@ -605,6 +605,38 @@ async def test_webhook_fact_the_journey_cannot_apply_is_kept_not_acknowledged(
     tasks = [t for t in st["clinician_tasks"] if "anomaly" in t]
     assert len(tasks) == 1 and "#1" in tasks[0]
 
+    # Staff resolve #1 (session 2 reported while session 1 was next): applying it is still
+    # refused with the journey's reasons; dismissing it settles it, once.
+    resolve = f"{base}/anomalies/1/resolve"
+    r = await stack.http.post(
+        resolve, json={"action": "apply", "note": "EMR resent"}, headers=stack.auth(stack.staff)
+    )
+    assert r.status_code == 409 and r.json()["error"] == "ResolveAnomalyRefused", r.text
+    assert r.json()["detail"][0]["rule"] == "not_expecting_session"
+    r = await stack.http.post(
+        resolve,
+        json={"action": "dismiss", "note": "Wrong session number from the EMR"},
+        headers=stack.auth(stack.staff),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {"anomaly_id": 1, "resolution": "dismissed", "stage": "recovery"}
+    r = await stack.http.post(
+        resolve, json={"action": "dismiss", "note": "again"}, headers=stack.auth(stack.staff)
+    )
+    assert r.status_code == 409 and r.json()["detail"][0]["rule"] == "no_such_anomaly"
+    r = await stack.http.post(
+        f"{base}/anomalies/0/resolve", json={"action": "dismiss", "note": "x"}, headers=stack.auth()
+    )
+    assert r.status_code == 422
+    st = (await stack.http.get(base, headers=stack.auth())).json()["status"]
+    assert st["anomalies"] == [] and not any("anomaly" in t for t in st["clinician_tasks"])
+    resolved = [
+        e
+        for e in await repository.get_timeline(stack.pool, workflow_id(pid))
+        if e.kind == "anomaly_resolved"
+    ]
+    assert len(resolved) == 1 and "Wrong session number from the EMR" in resolved[0].summary
+
 
 async def test_webhook_burst_each_session_done_once(stack: Stack) -> None:
     """200 deliveries, 20 % of them replays of an earlier key: every journey's session 1 is

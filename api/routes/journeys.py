@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Path, Query, status
 
 from activities.repository import JourneyOrder, StaffRow
 from api import schemas
@@ -25,7 +25,7 @@ from api.deps import (
     require_role,
 )
 from api.service import JourneyService, actor_for, staff_ref
-from workflows.messages import ReviewRequest, Stage
+from workflows.messages import ResolveAnomalyRequest, ReviewRequest, Stage
 
 router = APIRouter(prefix="/api/journeys", tags=["journeys"])
 
@@ -245,3 +245,33 @@ async def reschedule(
         patient_id, body.session_number, body.new_date, body.new_time, request_id=idempotency_key
     )
     return schemas.RescheduleOut.model_validate(r.model_dump())
+
+
+@router.post(
+    "/{patient_id}/anomalies/{anomaly_id}/resolve",
+    response_model=schemas.ResolveAnomalyOut,
+    responses=ERRORS,
+)
+async def resolve_anomaly(
+    patient_id: PatientIdPath,
+    anomaly_id: Annotated[int, Path(ge=1, le=1_000_000)],
+    body: schemas.ResolveAnomalyBody,
+    service: ServiceDep,
+    staff: StaffDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> schemas.ResolveAnomalyOut:
+    """Apply a fact the journey kept for staff (refused, 409, with the reasons while the
+    journey still cannot take it) or dismiss it; the note and the staff member go to the
+    timeline. Open anomalies are in the journey's ``status.anomalies``."""
+    r = await service.resolve_anomaly(
+        patient_id,
+        ResolveAnomalyRequest(
+            anomaly_id=anomaly_id,
+            action=body.action,
+            note=body.note,
+            requested_by=actor_for(staff),
+            staff_ref=staff_ref(staff),
+        ),
+        request_id=idempotency_key,
+    )
+    return schemas.ResolveAnomalyOut.model_validate(r.model_dump())
