@@ -173,6 +173,14 @@ async def timed(http: httpx.AsyncClient, url: str, rounds: int) -> list[float]:
 
 
 async def main(n: int, rounds: int) -> None:
+    print(f"{n} journeys, {rounds} requests each (in-process ASGI, embedded PostgreSQL)")
+    for label, median, p95, size in await measure(n, rounds):
+        print(f"  {label:28} median {median:6.1f} ms   p95 {p95:6.1f} ms   {size / 1024:5.0f} KB")
+
+
+async def measure(n: int, rounds: int) -> list[tuple[str, float, float, int]]:
+    """Seed ``n`` journeys and time each page: (label, median ms, p95 ms, bytes)."""
+    results: list[tuple[str, float, float, int]] = []
     folder = Path(tempfile.mkdtemp(prefix="bench-pages-"))
     pg = EmbeddedPostgres(folder / "pg")
     admin = await asyncio.to_thread(pg.start)
@@ -211,13 +219,14 @@ async def main(n: int, rounds: int) -> None:
                 "/journeys/{id}": f"/journeys/{one}",
                 "/live (poll, JSON)": "/live",
             }
-            print(f"{n} journeys, {rounds} requests each (in-process ASGI, embedded PostgreSQL)")
             for label, url in pages.items():
                 ms = sorted(await timed(http, url, rounds))
                 p95 = ms[min(len(ms) - 1, int(len(ms) * 0.95))]
-                print(f"  {label:28} median {statistics.median(ms):6.1f} ms   p95 {p95:6.1f} ms")
+                size = len((await http.get(url)).content)
+                results.append((label, statistics.median(ms), p95, size))
     finally:
         await asyncio.to_thread(pg.stop)
+    return results
 
 
 if __name__ == "__main__":
