@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from workflows.bounds import ClinicDate
 from workflows.screening_rules import (
     DEFAULT_PHOTOSENSITISING_DRUGS as DEFAULT_PHOTOSENSITISING_DRUGS,
 )
@@ -67,8 +68,10 @@ class DateRange(BaseModel):
 
     model_config = _FROZEN
 
-    start: date
-    end: date
+    # Bounded like every date from outside (workflows/bounds.py): a trip sent straight to
+    # Temporal cannot carry a date the planner's arithmetic would overflow on.
+    start: ClinicDate
+    end: ClinicDate
 
     @model_validator(mode="after")
     def _end_not_before_start(self) -> DateRange:
