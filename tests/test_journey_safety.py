@@ -30,6 +30,9 @@ from tests.test_journey_paths import refusal, today
 from workflows import calendar
 from workflows.journey import PatientJourney
 from workflows.messages import (
+    ConsentRequest,
+    ConsentRequiredRequest,
+    ConsentWithdrawRequest,
     PauseRequest,
     RecoveryCheckinSignal,
     ResumeRequest,
@@ -298,3 +301,54 @@ async def test_a_late_due_step_keeps_its_whole_window(dev_env: WorkflowEnvironme
     started_late_by = st.journey_now - day_start
     assert started_late_by >= timedelta(hours=10)
     assert st.next_action_at - calendar_deadline >= started_late_by - timedelta(hours=1)
+
+
+async def test_no_booking_without_consent_and_a_new_version_asks_again(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    consenting = BERLIN.model_copy(
+        update={"clinic": BERLIN.clinic.model_copy(update={"consent_required": True})}
+    )
+    store = RecordingStore(consenting)
+    signed = await ts_env.get_current_time()
+    async with new_worker(ts_env.client, store.activities()) as w:
+        handle = await start(ts_env, w.task_queue, clinic_id="berlin", pore_grade="moderate")
+        st = await eventually(handle, lambda s: "consent_needed" in s.flags)
+        assert st.sessions[0].state == "planned" and not st.consent_valid
+        assert "session_booked" not in store.event_kinds()
+        await update(handle, PatientJourney.require_consent, ConsentRequiredRequest(version="v2"))
+        # An older version does not open the gate.
+        result = await update(
+            handle,
+            PatientJourney.record_consent,
+            ConsentRequest(version="v1", kind="paper", reference="P-1", signed_at=signed),
+        )
+        assert not result.consent_valid
+        result = await update(
+            handle,
+            PatientJourney.record_consent,
+            ConsentRequest(version="v2", kind="patient_signed", reference="c-9", signed_at=signed),
+        )
+        assert result.consent_valid
+        st = await eventually(handle, lambda s: s.sessions[0].state == "booked")
+        assert "consent_needed" not in st.flags
+        # Withdrawing consent pauses the journey and cancels what was scheduled.
+        result = await update(
+            handle,
+            PatientJourney.withdraw_consent,
+            ConsentWithdrawRequest(reason="patient changed their mind"),
+        )
+        assert result.stage == "paused" and not result.consent_valid
+        await settle(handle)
+    kinds = store.event_kinds()
+    assert kinds.index("consent_recorded") < kinds.index("session_booked")
+    withdrawn = max(
+        n for n, s in store.steps.items() if any(e.kind == "consent_withdrawn" for e in s.events)
+    )
+    reminders = [
+        n.key
+        for rec in store.steps.values()
+        for n in rec.notifications
+        if n.kind == "session_reminder"
+    ]
+    assert set(reminders) <= set(store.steps[withdrawn].cancel_notifications)

@@ -44,6 +44,9 @@ Request = Literal[
     "withdraw",
     "record_review",
     "resolve_anomaly",
+    "record_consent",
+    "require_consent",
+    "withdraw_consent",
 ]
 Fact = Literal["session_completed", "recovery_checkin", "spf_attested", "adverse_event"]
 
@@ -60,6 +63,9 @@ ACCEPTS: dict[str, frozenset[str]] = {
     "withdraw": OPEN_STAGES,
     "record_review": frozenset({"awaiting_review"}),
     "resolve_anomaly": OPEN_STAGES,
+    "record_consent": OPEN_STAGES,
+    "require_consent": OPEN_STAGES,
+    "withdraw_consent": OPEN_STAGES,
     # Facts: applied in these stages; anywhere else open they become an anomaly for staff.
     "session_completed": frozenset({"scheduled", "session_due"}),
     # Harmless to apply while paused (a pause holds timers, not what the patient reports).
@@ -79,6 +85,9 @@ _WHAT: dict[str, str] = {
     "withdraw": "A journey can be withdrawn",
     "record_review": "The review is recorded",
     "resolve_anomaly": "An anomaly is resolved",
+    "record_consent": "Consent is recorded",
+    "require_consent": "A consent version is required",
+    "withdraw_consent": "Consent is withdrawn",
     "session_completed": "A completed session is applied",
     "recovery_checkin": "A recovery check-in is applied",
     "spf_attested": "An SPF attestation is applied",
@@ -94,6 +103,9 @@ _RULE: dict[str, str] = {
     "withdraw": "journey_closed",
     "record_review": "review_not_due",
     "resolve_anomaly": "journey_closed",
+    "record_consent": "journey_closed",
+    "require_consent": "journey_closed",
+    "withdraw_consent": "journey_closed",
     "session_completed": "not_expecting_session",
     "recovery_checkin": "no_recovery",
     "spf_attested": "no_spf_window",

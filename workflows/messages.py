@@ -63,6 +63,8 @@ class CourseSummary(_Message):
     sessions_done: int
     last_session_on: date | None = None
     outcome: str = ""
+    global_improvement: int | None = None
+    pore_visibility: int | None = None
 
 
 class JourneyStartRequest(_Message):
@@ -219,13 +221,22 @@ class ControlResult(_Message):
 
 
 class ReviewRequest(_Message):
-    """The review of the result: the course is complete, or a further course is needed."""
+    """The review of the result: the course is complete, or a further course is needed.
+
+    The clinician's outcome: ``global_improvement`` (a global aesthetic improvement grade,
+    1 = worse … 5 = very much improved), ``pore_visibility`` (1 = no visible pores … 5 = very
+    visible), and a short summary of any adverse events. They are written on the timeline with
+    the review (the reports read them there), never patient-identifying text.
+    """
 
     outcome: Literal["complete", "further_course"]
     further_sessions: int | None = Field(default=None, ge=1, le=100)
     reviewed_by: Actor = "clinician"
     staff_ref: StaffRef | None = None
     note_ref: Text200 | None = None
+    global_improvement: int | None = Field(default=None, ge=1, le=5)
+    pore_visibility: int | None = Field(default=None, ge=1, le=5)
+    adverse_events_summary: Text500 | None = None
 
 
 class ReviewResult(_Message):
@@ -247,6 +258,44 @@ class FactResult(_Message):
     outcome: Literal["applied", "duplicate", "anomaly"]
     reasons: list[Reason] = []
     anomaly_id: int | None = None
+    stage: Stage
+
+
+class ConsentRequest(_Message):
+    """Informed consent was given: signed by the patient on their page, or on paper (staff
+    record its reference). ``version`` is the clinic's consent text version; ``reference`` the
+    consent record's id in PostgreSQL (never the signature itself)."""
+
+    version: Text64
+    kind: Literal["patient_signed", "paper"]
+    reference: Text200 | None = None
+    signed_at: ClinicDateTime
+    requested_by: Actor = "patient"
+    staff_ref: StaffRef | None = None
+
+
+class ConsentRequiredRequest(_Message):
+    """The clinic made a new consent version required: the journey asks again."""
+
+    version: Text64
+    requested_by: Actor = "staff"
+    staff_ref: StaffRef | None = None
+
+
+class ConsentWithdrawRequest(_Message):
+    """The patient withdrew consent: the journey pauses until a new consent and a resume."""
+
+    reason: Text500
+    requested_by: Actor = "patient"
+    staff_ref: StaffRef | None = None
+
+
+class ConsentResult(_Message):
+    """The journey's consent after the request."""
+
+    consent_valid: bool
+    version: str | None = None
+    required_version: str | None = None
     stage: Stage
 
 
@@ -336,6 +385,10 @@ class JourneyStatus(_Message):
     previous_courses: list[CourseSummary] = []
     trips: list[DateRange] = []
     anomalies: list[Anomaly] = []
+    consent_version: str | None = None
+    consent_required_version: str | None = None
+    consent_valid: bool = False
+    review: ReviewRequest | None = None
 
 
 # ``JourneyStartRequest.carried`` is the journey's state, a model built from the messages above:

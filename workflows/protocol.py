@@ -322,6 +322,9 @@ class ClinicSettings(BaseModel):
             Normalised to the run's order, e.g. ``[1, 2, 12]`` → ``(12, 1, 2)``.
         open_weekdays: Days sessions can be booked (Monday=0 … Sunday=6); sorted, de-duplicated.
         session_start: Local start time of the default appointment.
+        consent_required: No session is booked without the patient's valid informed consent
+            (the clinic's required consent version); the journey waits with the
+            ``consent_needed`` flag until it is given.
         sandbox: A training or demonstration clinic: only such a clinic (or a development
             deployment) may run journeys on the simulation clock (``time_scale`` other than 1).
     """
@@ -336,6 +339,7 @@ class ClinicSettings(BaseModel):
     open_weekdays: tuple[int, ...] = (0, 1, 2, 3, 4)
     session_start: time = time(9, 0)
     sandbox: bool = False
+    consent_required: bool = False
 
     @field_validator("timezone")
     @classmethod

@@ -137,11 +137,29 @@ def _overdue(fx: Effects) -> Write:
     )
 
 
+def outcome_data(review: ReviewRequest) -> dict[str, object]:
+    """The review's outcome as the timeline keeps it (what the clinic reports read)."""
+    return {
+        "outcome": review.outcome,
+        "global_improvement": review.global_improvement,
+        "pore_visibility": review.pore_visibility,
+        "adverse_events_summary": review.adverse_events_summary,
+        "note_ref": review.note_ref,
+    }
+
+
 def _completed(fx: Effects, review: ReviewRequest) -> Write:
     by = review.staff_ref or review.reviewed_by
     fx.close("completed", "Course complete after the review.")
     return Write(
-        events=[fx.event("completed", review.reviewed_by, f"Review by {by}: journey completed.")]
+        events=[
+            fx.event(
+                "completed",
+                review.reviewed_by,
+                f"Review by {by}: journey completed.",
+                outcome_data(review),
+            )
+        ]
     )
 
 
@@ -156,6 +174,7 @@ def further_course_write(fx: Effects, review: ReviewRequest) -> Write:
                 f"Review by {by}: further course of {review.further_sessions} sessions; "
                 "screening again.",
                 {
+                    **outcome_data(review),
                     "sessions": review.further_sessions,
                     "next_course": fx.state.course_number + 1,
                 },

@@ -18,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import calendar
     from workflows.changes import ChangeCheck, SessionSlot, check_session_change
     from workflows.guards import refusal, stage_words
-    from workflows.journey import planning, recovery
+    from workflows.journey import consent, planning, recovery
     from workflows.journey.effects import Effects, Write
     from workflows.journey.screening import apply_answers, screen_until_eligible
     from workflows.messages import (
@@ -126,6 +126,9 @@ async def run_session(fx: Effects, number: int) -> None:
             return
         assert s.starts_at is not None
         if s.state == "planned":
+            if consent.gate_closed(fx):
+                await consent.wait_for_consent(fx, number)
+                continue
             await fx.advance(lambda: _book(fx, number))
             continue
         day_start = fx.day_start(s.planned_on)

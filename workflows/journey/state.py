@@ -105,6 +105,9 @@ class JourneyState(BaseModel):
     # due window is measured from then, so a clock the machine cannot follow is not a no-show.
     due_since: datetime | None = None
     due_for: date | None = None
+    # Informed consent: the version the patient signed, and the one the clinic requires now.
+    consent_version: str | None = None
+    consent_required_version: str | None = None
 
     # ------------------------------------------------------------- reading
 
@@ -146,6 +149,13 @@ class JourneyState(BaseModel):
     def conservative(self) -> bool:
         return "conservative_settings" in self.flags
 
+    def consent_valid(self) -> bool:
+        """Signed, and the version the clinic requires (any version when none is named)."""
+        if self.consent_version is None:
+            return False
+        required = self.consent_required_version
+        return required is None or self.consent_version == required
+
     def open_anomalies(self) -> list[Anomaly]:
         return [a for a in self.anomalies if not a.resolved]
 
@@ -179,6 +189,8 @@ class JourneyState(BaseModel):
             sessions_done=self.sessions_done(),
             last_session_on=self.last_done_on(),
             outcome="further_course",
+            global_improvement=self.review.global_improvement if self.review else None,
+            pore_visibility=self.review.pore_visibility if self.review else None,
         )
         return self.model_copy(
             update={
@@ -245,6 +257,10 @@ class JourneyState(BaseModel):
             previous_courses=list(self.previous_courses),
             trips=list(self.trips),
             anomalies=self.open_anomalies(),
+            consent_version=self.consent_version,
+            consent_required_version=self.consent_required_version,
+            consent_valid=self.consent_valid(),
+            review=self.review,
         )
 
 

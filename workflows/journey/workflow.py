@@ -11,12 +11,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.guards import refusal
     from workflows.journey import aftercare, facts, planning, recovery, sessions
+    from workflows.journey.consent_requests import ConsentRequests
     from workflows.journey.effects import Effects, JourneyClosed, Write
+    from workflows.journey.refusals import refuse_if as _refuse_if
+    from workflows.journey.refusals import starting_refusals
     from workflows.journey.screening import apply_answers, screen_until_eligible
     from workflows.journey.state import JourneyState
     from workflows.messages import (
@@ -44,24 +46,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.reasons import Reason
     from workflows.screening import ScreeningAnswers
-
-
-def _refused(kind: str, reasons: list[Reason]) -> ApplicationError:
-    """The error a validator raises: a type per request, every reason in the details."""
-    return ApplicationError(
-        "; ".join(r.message for r in reasons),
-        *[r.model_dump() for r in reasons],
-        type=f"{kind}Refused",
-        non_retryable=True,
-    )
-
-
-def _refuse_if(kind: str, reasons: list[Reason]) -> None:
-    if reasons:
-        raise _refused(kind, reasons)
-
-
-_STARTING = Reason(rule="journey_starting", message="The journey is starting; try again shortly.")
 
 
 def _clinician_only(answers: ScreeningAnswers, by: str) -> list[Reason]:
@@ -96,7 +80,7 @@ def _initial_state(request: JourneyStartRequest) -> JourneyState:
 
 
 @workflow.defn(name="PatientJourney")
-class PatientJourney:
+class PatientJourney(ConsentRequests):
     """One patient's journey: screening, seasonal gate, sessions, recovery, SPF window, review.
 
     Guarantees: a fact is applied once per ``idempotency_key``, or kept as an anomaly for staff
@@ -196,7 +180,7 @@ class PatientJourney:
         )
 
     def _starting(self) -> list[Reason]:
-        return [] if self._fx.ready else [_STARTING]
+        return starting_refusals(self._fx)
 
     # ------------------------------------------------------------------ facts (signals)
 
