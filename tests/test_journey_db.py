@@ -211,7 +211,10 @@ async def test_postgres_outage_mid_journey_loses_nothing(
     # Writes are local activities: each one's attempt is in its marker.
     failures = 0
     async for event in handle.fetch_history_events():
-        if event.HasField("marker_recorded_event_attributes"):
-            data = event.marker_recorded_event_attributes.details["data"].payloads[0].data
+        marker = event.marker_recorded_event_attributes
+        if event.HasField("marker_recorded_event_attributes") and marker.marker_name == (
+            "core_local_activity"
+        ):
+            data = marker.details["data"].payloads[0].data
             failures = max(failures, json.loads(data).get("attempt", 1) - 1)
     assert failures >= 1  # the outage really made a write retry
