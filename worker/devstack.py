@@ -7,10 +7,11 @@ What runs where:
   search attributes registered and the timer shift of simulation runs; a Temporal already
   answering on the port (a dev server the user runs) is reused instead;
 * PostgreSQL is the embedded server (``JOURNEY_DATA_DIR/pg``) unless ``DATABASE_URL`` is set;
-* the worker, the notification dispatcher and the API (uvicorn) run as tasks of this one asyncio
-  process. One process gives one Ctrl-C handler that can stop things in the right order (API,
-  then the worker's graceful shutdown, then PostgreSQL, then Temporal), one log file and a
-  start-up of a few seconds. Production runs them as separate processes (``journey worker``,
+* the worker and the API (uvicorn) run as tasks of this one asyncio process, the notification
+  dispatcher on an event loop of its own in a thread of it (``run_on_own_loop``: its sends
+  never wait behind a request or a workflow task). One process gives one Ctrl-C handler that
+  can stop things in the right order (API, then the worker's graceful shutdown, then
+  PostgreSQL, then Temporal), one log file and a start-up of a few seconds. Production runs them as separate processes (``journey worker``,
   ``journey dispatcher``, ``journey api``) so they scale and fail independently; the SIGKILL
   test runs ``journey worker`` on its own too.
 
@@ -72,7 +73,7 @@ from worker.demo import (
     open_demo_journeys,
 )
 from worker.logging_setup import configure_logging
-from worker.main import run_dispatcher, run_worker, stop_on_signals
+from worker.main import run_dispatcher, run_on_own_loop, run_worker, stop_on_signals
 from worker.settings import Settings, get_settings
 from worker.telemetry import (
     instrument_asyncpg,
@@ -508,8 +509,14 @@ async def run_dev(
             tasks["worker"] = asyncio.create_task(
                 run_worker(settings, stop=worker_stop, telemetry=False), name="worker"
             )
+            # On its own loop (a thread): sends never wait behind requests or workflow tasks.
             tasks["dispatcher"] = asyncio.create_task(
-                run_dispatcher(settings, stop=worker_stop, telemetry=False), name="dispatcher"
+                run_on_own_loop(
+                    lambda own_stop: run_dispatcher(settings, stop=own_stop, telemetry=False),
+                    worker_stop,
+                    "dispatcher",
+                ),
+                name="dispatcher",
             )
             await _wait_for_poller(client, settings.temporal_task_queue, tasks["worker"], 60)
         step(

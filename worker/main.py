@@ -13,11 +13,12 @@ signals themselves.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -50,6 +51,7 @@ __all__ = [
     "open_database",
     "refresh_journeys_by_stage",
     "run_dispatcher",
+    "run_on_own_loop",
     "run_worker",
     "setup_process",
     "stop_on_signals",
@@ -119,6 +121,51 @@ async def refresh_journeys_by_stage(
             logger.warning("journeys by stage not counted: %s", type(error).__name__)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
+
+
+async def run_on_own_loop(
+    run: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event, name: str
+) -> None:
+    """Run ``run(own_stop)`` on an event loop of its own, in a thread, until ``stop`` is set.
+
+    ``journey dev`` runs the notification dispatcher so: its polling, sends and file writes
+    never wait behind the API's requests or the worker's workflow tasks on the shared loop,
+    and a slow channel cannot delay a webhook's answer. ``own_stop`` belongs to the thread's
+    loop and is set from here when ``stop`` is set (or this task is cancelled); this returns
+    once ``run`` has finished, and raises what it raised.
+    """
+    started: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, asyncio.Event]]
+    started = concurrent.futures.Future()
+
+    async def main() -> None:
+        own_stop = asyncio.Event()
+        started.set_result((asyncio.get_running_loop(), own_stop))
+        await run(own_stop)
+
+    def thread() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as error:
+            if not started.done():
+                started.set_exception(error)
+            raise
+
+    done = asyncio.ensure_future(asyncio.to_thread(thread))
+    try:
+        await asyncio.wrap_future(started)
+        waiter = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({done, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+    finally:
+        # Also when this task is cancelled: the thread's run stops and is waited for.
+        if started.done() and started.exception() is None and not done.done():
+            loop, own_stop = started.result()
+            with contextlib.suppress(RuntimeError):  # its loop closed in the meantime
+                loop.call_soon_threadsafe(own_stop.set)
+        await asyncio.shield(done)
+    logger.debug("%s stopped on its own loop", name)
 
 
 def stop_on_signals(stop: asyncio.Event) -> Callable[[], None]:
@@ -209,7 +256,9 @@ async def run_worker(
         async with open_database(settings) as pool:
             await ensure_default_clinic(pool)
             activities = build_activities(pool)
-            async with build_worker(client, settings.temporal_task_queue, activities):
+            async with build_worker(
+                client, settings.temporal_task_queue, activities, **settings.worker_options()
+            ):
                 logger.info(
                     "worker polling",
                     extra={"task_queue": settings.temporal_task_queue},

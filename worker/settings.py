@@ -68,6 +68,28 @@ class Settings(BaseSettings):
     database_pool_min: int = 1
     database_pool_max: int = 10
 
+    # The journey worker's sticky cache and slots (docs/performance.md "Sizing the worker"). A
+    # cached journey answers a signal or update with one workflow task; a journey evicted from
+    # the cache replays its whole history first. Size the cache for the journeys that wake in
+    # the same hour (a burst of webhooks, a reminder morning), not for every open journey.
+    worker_max_cached_workflows: int = Field(
+        default=2000, ge=0, description="Journeys kept in the worker's sticky cache."
+    )
+    worker_max_concurrent_workflow_tasks: int | None = Field(
+        default=None, ge=1, description="Workflow task slots (None: the SDK's default, 100)."
+    )
+    worker_max_concurrent_activities: int | None = Field(
+        default=None, ge=1, description="Activity slots (None: the SDK's default, 100)."
+    )
+    worker_max_concurrent_local_activities: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Local activity slots: the journal writes (None: the SDK's default, 100). Keep it at"
+            " or below DATABASE_POOL_MAX plus a few, or writes queue for a connection."
+        ),
+    )
+
     journey_codec_keys: SecretStr | None = Field(
         default=None, description="Payload encryption keys: 'id:base64key,id2:base64key'."
     )
@@ -143,6 +165,16 @@ class Settings(BaseSettings):
             if not self.journey_public_url.startswith("https://"):
                 raise ValueError("JOURNEY_PUBLIC_URL must be an https:// URL in production")
         return self
+
+    def worker_options(self) -> dict[str, int]:
+        """The ``temporalio.worker.Worker`` options these settings size (unset ones omitted)."""
+        options = {
+            "max_cached_workflows": self.worker_max_cached_workflows,
+            "max_concurrent_workflow_tasks": self.worker_max_concurrent_workflow_tasks,
+            "max_concurrent_activities": self.worker_max_concurrent_activities,
+            "max_concurrent_local_activities": self.worker_max_concurrent_local_activities,
+        }
+        return {name: value for name, value in options.items() if value is not None}
 
     def integration_secrets(self) -> dict[str, str]:
         """The webhook HMAC secrets in clear, for the signature check only."""
