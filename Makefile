@@ -25,7 +25,7 @@ endif
 timed = @printf '\033[1m==> %s\033[0m\n' "$(1)"; t0=$$(date +%s.%N); $(2) \
 	&& printf '    done: %s in %.1f s\n' "$(1)" "$$(echo "$$(date +%s.%N) - $$t0" | bc)"
 
-.PHONY: install run test check lint typecheck pytest format lock clean browser fuzz soak bench-history
+.PHONY: install run test check lint typecheck pytest format lock clean browser fuzz soak bench-history bench
 
 $(UV):
 	$(call timed,installing uv $(UV_VERSION) into $(TOOLS)/,$(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-warn-script-location --target $(TOOLS)/uv-$(UV_VERSION) uv==$(UV_VERSION))
@@ -88,6 +88,12 @@ soak: $(STAMP)
 # History cost of a 4-session course against a bare journey of the same shape (not a test).
 bench-history: $(STAMP)
 	$(BIN)/python -m tests.bench_history --rounds $${ROUNDS:-3}
+
+# The product's journey against a bare journey of the same shape on the dev server: throughput,
+# CPU per process, webhook latency, pages, worker memory; a table of ratios (not a test; a few
+# minutes). Bigger: make bench BENCH_ARGS="--journeys 50 --rounds 3 --webhooks 2000 --rate 50".
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench_throughput $(BENCH_ARGS)
 
 format: $(STAMP)
 	$(BIN)/ruff format .
