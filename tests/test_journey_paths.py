@@ -211,17 +211,25 @@ async def test_duplicate_and_out_of_order_signals(ts_env: WorkflowEnvironment) -
         )
         await handle.signal(PatientJourney.record_session_completed, fact)
         await handle.signal(PatientJourney.record_session_completed, fact)
-        # A second report of the same session with a different key is kept, not applied twice.
+        # A second report of the same session under another key (the EMR after the device) is
+        # a duplicate: not applied twice, nothing for staff to resolve.
         result = await update(
             handle,
             PatientJourney.report_session_completed,
             fact.model_copy(update={"idempotency_key": "emr-1"}),
         )
-        assert result.outcome == "anomaly"
-        assert result.reasons[0].rule in ("already_completed", "not_expecting_session")
-        # The same key again is a duplicate: answered honestly, nothing applied.
+        assert result.outcome == "duplicate"
+        assert [r.rule for r in result.reasons] == ["already_completed"]
+        # The same key again is a duplicate too, answered honestly.
         again = await update(handle, PatientJourney.report_session_completed, fact)
         assert again.outcome == "duplicate"
+        # A check-in for a session that has not happened is kept for staff.
+        kept = await update(
+            handle,
+            PatientJourney.report_recovery_checkin,
+            RecoveryCheckinSignal(idempotency_key="ci-3", session_number=3, day=2, reaction="none"),
+        )
+        assert kept.outcome == "anomaly"
         st = await eventually(handle, lambda s: len(s.anomalies) == 2)
         assert [s.state for s in st.sessions] == ["done", "planned", "planned"]
         # Staff dismiss the out-of-order report; applying it is refused while it cannot apply.

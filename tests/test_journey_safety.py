@@ -195,7 +195,7 @@ async def test_recovery_runs_to_its_day_and_a_late_reaction_is_prolonged(
         await handle.signal(
             PatientJourney.record_recovery_checkin,
             RecoveryCheckinSignal(
-                idempotency_key="late", session_number=2, day=3, reaction="expected"
+                idempotency_key="late", session_number=2, day=9, reaction="expected"
             ),
         )
         st = await eventually(handle, lambda s: s.stage == "paused")

@@ -186,11 +186,11 @@ async def login(site: Site, page: Page) -> None:
     await expect(page.get_by_role("heading", name="Overview")).to_be_visible()
 
 
-def signed_completion(patient_id: str) -> tuple[bytes, dict[str, str]]:
+def signed_completion(patient_id: str, session: int = 1) -> tuple[bytes, dict[str, str]]:
     body = json.dumps(
         {
             "patient_id": patient_id,
-            "session_number": 1,
+            "session_number": session,
             "completed_at": datetime.now(UTC).isoformat(),
         }
     ).encode()
@@ -307,9 +307,9 @@ async def test_staff_dashboard(site: Site) -> None:
     await shot(page, "journey-live-completion")
     await shot(overview, "overview-live")
 
-    # A second report of session 1 (another system, another key) cannot be applied in
-    # recovery: the sender gets 409 and staff see it kept, with the reason, and resolve it.
-    body, headers = signed_completion(chloe.patient_id)
+    # A report of session 2 during session 1's recovery cannot be applied: the sender gets
+    # 409 and staff see it kept, with the reason, and resolve it.
+    body, headers = signed_completion(chloe.patient_id, session=2)
     async with httpx.AsyncClient(base_url=site.base) as http:
         r = await http.post("/api/integrations/session-completed", content=body, headers=headers)
     assert r.status_code == 409 and r.json()["error"] == "FactKeptForStaff", r.text
@@ -320,7 +320,7 @@ async def test_staff_dashboard(site: Site) -> None:
     await expect(page.locator("#live-summary")).to_contain_text("Resolve anomaly #1")
     # Applying it now is refused by the journey, with its reasons, next to the form.
     await kept.get_by_label("Apply it now").check()
-    await kept.get_by_label("Note").fill("Booking system sent it twice")
+    await kept.get_by_label("Note").fill("Booking system sent it early")
     await kept.get_by_role("button", name="Resolve #1").click()
     await expect(
         page.locator('#resolve-errors li[data-rule="not_expecting_session"]')

@@ -29,6 +29,12 @@ with workflow.unsafe.imports_passed_through():
 
 Fact = SessionCompletedSignal | RecoveryCheckinSignal | SpfAttestedSignal | AdverseEventSignal
 
+# Patches (docs/versioning.md).
+REPEAT_REPORT_IS_DUPLICATE = "202612-repeat-report-is-duplicate"
+
+# A fact under another key that repeats what the journey already applied: a duplicate.
+REPEAT_RULES = frozenset({"already_completed"})
+
 # Anomalies kept in the state at most (the timeline keeps every one): a flood of bad facts must
 # not grow the journey's history without bound.
 MAX_ANOMALIES = 50
@@ -105,6 +111,15 @@ async def receive(fx: Effects, kind: str, fact: Fact) -> FactResult:
             return FactResult(outcome="duplicate", stage=st.stage)
         problems, apply = _RULES[kind]
         reasons = problems(fx, fact)
+        if (
+            reasons
+            and all(r.rule in REPEAT_RULES for r in reasons)
+            and workflow.patched(REPEAT_REPORT_IS_DUPLICATE)
+        ):
+            # Another system reporting what is already applied (the device after the EMR):
+            # nothing to apply and nothing for staff to resolve.
+            st.seen_keys.add(key)
+            return FactResult(outcome="duplicate", reasons=reasons, stage=st.stage)
         kept = next((a for a in st.open_anomalies() if a.idempotency_key == key), None)
         if reasons:
             if kept is not None:

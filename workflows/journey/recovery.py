@@ -25,6 +25,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.screening import reaction_is_prolonged
 
 
+# Patches (docs/versioning.md).
+CHECKIN_OBSERVED_DAY = "202612-checkin-observed-day"
+
+
 def checkin_at(fx: Effects, number: int) -> datetime:
     """The check-in time: the protocol's day after the session, at the clinic's start time."""
     clinic = fx.cp.clinic
@@ -160,7 +164,13 @@ def apply_checkin(fx: Effects, fact: RecoveryCheckinSignal) -> Write:
     """Record the check-in; a prolonged reaction pauses the journey for a clinician."""
     st = fx.state
     number = fact.session_number
-    day = max(fact.day, (fx.today() - _done_on(fx, number)).days)
+    since = (fx.today() - _done_on(fx, number)).days
+    if workflow.patched(CHECKIN_OBSERVED_DAY):
+        # The reaction as observed on the reported day (a report delivered late is not a
+        # later observation), never a day that has not come yet.
+        day = min(fact.day, max(since, 0))
+    else:
+        day = max(fact.day, since)
     prolonged = reaction_is_prolonged(fact.reaction, day, fx.cp.protocol)
     st.checkins[number] = CheckIn(
         session_number=number, day=day, reaction=fact.reaction, prolonged=prolonged

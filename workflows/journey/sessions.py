@@ -238,6 +238,13 @@ def _no_show(fx: Effects, number: int) -> Write | None:
 def completion_problems(fx: Effects, fact: SessionCompletedSignal) -> list[Reason]:
     """Why the completion cannot be applied now (empty: it can)."""
     st = fx.state
+    if st.has_session(fact.session_number) and st.session(fact.session_number).state == "done":
+        return [
+            Reason(
+                rule="already_completed",
+                message=f"Session {fact.session_number} was already reported as completed.",
+            )
+        ]
     stage_refusal = refusal("session_completed", st.stage)
     if stage_refusal is not None:
         return [stage_refusal]
@@ -247,13 +254,6 @@ def completion_problems(fx: Effects, fact: SessionCompletedSignal) -> list[Reaso
             Reason(
                 rule="no_such_session",
                 message=f"This course has no session {fact.session_number}.",
-            )
-        ]
-    if st.session(fact.session_number).state == "done":
-        return [
-            Reason(
-                rule="already_completed",
-                message=f"Session {fact.session_number} was already reported as completed.",
             )
         ]
     if current is None or fact.session_number != current.number:
