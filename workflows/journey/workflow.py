@@ -120,6 +120,9 @@ class PatientJourney(ConsentRequests):
                         "course": st.course_number,
                         "protocol_version": fx.cp.protocol.version,
                         "time_scale": st.time_scale,
+                        # The intake answers (clinical facts, no personal data) for the EMR's
+                        # QuestionnaireResponse.
+                        "answers": st.answers.model_dump(mode="json") if st.answers else None,
                     },
                 )
             )
@@ -253,6 +256,7 @@ class PatientJourney(ConsentRequests):
                                 "outcome": result.outcome,
                                 "by": by,
                                 "reasons": [r.model_dump() for r in result.reasons],
+                                "answers": request.answers.model_dump(mode="json"),
                             },
                         )
                     ]
