@@ -66,6 +66,12 @@ def format_when(value: str, zone: ZoneInfo) -> str:
     return f"{at:%A} {at.day} {at:%B} at {at:%H:%M}"
 
 
+def _sunscreen(params: dict[str, str]) -> str:
+    """The sun protection the clinic's protocol names (``spf_factor`` from the journey)."""
+    factor = params.get("spf_factor")
+    return f"SPF {factor} sunscreen" if factor else "your high-protection sunscreen"
+
+
 def format_day(value: str) -> str:
     """``2026-05-01`` → ``Friday 1 May 2026``."""
     d = date.fromisoformat(value[:10])
@@ -125,7 +131,7 @@ def render(
             days = f" for {low} to {high} days" if low and high else " for a few days"
             text = (
                 f"Thank you for coming in. Some redness and swelling{days} is normal. Please "
-                "use SPF 50 sunscreen every day and contact us if you are worried."
+                f"use {_sunscreen(params)} every day and contact us if you are worried."
             )
         case "recovery_checkin":
             subject = "How is your skin?"
@@ -137,7 +143,7 @@ def render(
             until = params.get("spf_until")
             tail = f" until {format_day(until)}" if until else ""
             subject = "Keep using sunscreen"
-            text = f"Please keep using SPF 50 sunscreen every day{tail}."
+            text = f"Please keep using {_sunscreen(params)} every day{tail}."
         case "review_invite":
             on = params.get("review_on")
             tail = f" from {format_day(on)}" if on else ""

@@ -364,3 +364,12 @@ def test_staff_alert_names_only_the_patient_id() -> None:
     assert "Ada" not in text.subject + text.body
     assert "severe" not in text.body
     assert "clinician must review" in text.body
+
+
+def test_sun_protection_wording_comes_from_the_protocol() -> None:
+    """No "SPF 50" literal: the journey passes the clinic's factor with the message."""
+    for kind in ("aftercare", "spf_reminder"):
+        text = render(
+            kind, {"spf_factor": "30", "session": "1"}, patient_name="Ada", patient_id="p_x"
+        ).body
+        assert "SPF 30 sunscreen" in text and "SPF 50" not in text
