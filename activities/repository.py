@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
@@ -22,7 +23,7 @@ from workflows.protocol import ClinicProtocol
 DEFAULT_CLINIC_ID = "default"
 PATIENT_ID_PREFIX = "p_"
 
-StaffRole = Literal["staff", "clinician", "admin"]
+StaffRole = Literal["staff", "reception", "clinician", "manager", "admin"]
 JourneyOrder = Literal["next_action_at", "updated_at", "stage", "patient_name"]
 
 # Whitelisted ORDER BY clauses (never built from user input); workflow_id makes paging stable.
@@ -156,6 +157,8 @@ class StaffRow(_Row):
     role: StaffRole
     created_at: datetime
     disabled_at: datetime | None
+    # The clinics the member sees (None: every clinic; issue 16, api/access).
+    clinics: list[str] | None = None
 
 
 class IdempotentResponse(_Row):
@@ -297,6 +300,7 @@ async def list_journeys(
     limit: int = 50,
     offset: int = 0,
     with_total: bool = True,
+    clinics: Sequence[str] | None = None,
 ) -> tuple[list[JourneyRow], int]:
     """One page of journeys matching every given filter, and the total number matching.
 
@@ -311,6 +315,7 @@ async def list_journeys(
         limit: Page size (1–500).
         offset: Rows to skip.
         with_total: False skips the count (the total returned is then -1).
+        clinics: Only these clinics' journeys (the caller's scope; None: every clinic).
 
     Raises:
         ValueError: an unknown ``order``, or ``limit``/``offset`` out of range.
@@ -330,6 +335,8 @@ async def list_journeys(
         conditions.append(f"j.stage = {arg(stage)}")
     if clinic_id is not None:
         conditions.append(f"j.clinic_id = {arg(clinic_id)}")
+    if clinics is not None:
+        conditions.append(f"j.clinic_id = ANY({arg(list(clinics))}::text[])")
     if flag is not None:
         conditions.append(f"j.flags @> ARRAY[{arg(flag)}::text]")
     if next_action_before is not None:
@@ -514,12 +521,17 @@ class OverviewCounts:
     last_update: datetime | None
 
 
-async def overview_counts(pool: asyncpg.Pool) -> OverviewCounts:
+async def overview_counts(
+    pool: asyncpg.Pool, clinics: Sequence[str] | None = None
+) -> OverviewCounts:
     """Journeys per stage and per flag, and what the live version is made of, in one
-    statement (one scan: the combinations of stage and flags are few, sums are made here)."""
+    statement (one scan: the combinations of stage and flags are few, sums are made here);
+    ``clinics``: only these clinics' journeys (None: every clinic)."""
     rows = await pool.fetch(
         "SELECT stage, flags, count(*) AS n, sum(version) AS v, max(updated_at) AS u"
-        " FROM journeys GROUP BY stage, flags"
+        " FROM journeys WHERE ($1::text[] IS NULL OR clinic_id = ANY($1))"
+        " GROUP BY stage, flags",
+        None if clinics is None else list(clinics),
     )
     stages: dict[str, int] = {}
     flags: dict[str, int] = {}
@@ -539,7 +551,7 @@ async def overview_counts(pool: asyncpg.Pool) -> OverviewCounts:
 
 
 async def journeys_by_flag(
-    pool: asyncpg.Pool, counts: dict[str, int], limit: int
+    pool: asyncpg.Pool, counts: dict[str, int], limit: int, clinics: Sequence[str] | None = None
 ) -> dict[str, list[JourneyRow]]:
     """The first ``limit`` journeys (soonest next action first) carrying each flag of
     ``counts`` (flag → how many journeys carry it), in one statement.
@@ -557,7 +569,9 @@ async def journeys_by_flag(
         SELECT f.flag AS by_flag, j.*, p.full_name AS patient_name
         FROM unnest($1::text[]) AS f(flag)
         CROSS JOIN LATERAL (
-            SELECT j.* FROM journeys j WHERE j.flags @> ARRAY[f.flag] ORDER BY {order} LIMIT $3
+            SELECT j.* FROM journeys j WHERE j.flags @> ARRAY[f.flag]
+              AND ($4::text[] IS NULL OR j.clinic_id = ANY($4))
+            ORDER BY {order} LIMIT $3
         ) AS j
         LEFT JOIN patients p ON p.patient_id = j.patient_id
         UNION ALL
@@ -565,7 +579,10 @@ async def journeys_by_flag(
         FROM unnest($2::text[]) AS f(flag)
         CROSS JOIN LATERAL (
             -- OFFSET 0 keeps the flags index: no ordered walk of the next-action index.
-            SELECT * FROM (SELECT j.* FROM journeys j WHERE j.flags @> ARRAY[f.flag] OFFSET 0) j
+            SELECT * FROM (
+                SELECT j.* FROM journeys j WHERE j.flags @> ARRAY[f.flag]
+                  AND ($4::text[] IS NULL OR j.clinic_id = ANY($4)) OFFSET 0
+            ) j
             ORDER BY {order} LIMIT $3
         ) AS j
         LEFT JOIN patients p ON p.patient_id = j.patient_id
@@ -574,6 +591,7 @@ async def journeys_by_flag(
         common,
         rare,
         limit,
+        None if clinics is None else list(clinics),
     )
     out: dict[str, list[JourneyRow]] = {flag: [] for flag in counts}
     for r in rows:
@@ -582,17 +600,21 @@ async def journeys_by_flag(
     return out
 
 
-async def journeys_due_soon(pool: asyncpg.Pool, before: datetime, limit: int) -> list[JourneyRow]:
+async def journeys_due_soon(
+    pool: asyncpg.Pool, before: datetime, limit: int, clinics: Sequence[str] | None = None
+) -> list[JourneyRow]:
     """Journeys in ``session_due``, and ``scheduled`` ones whose next action comes before
     ``before`` (soonest first, at most ``limit``): the candidates for today's sessions."""
     rows = await pool.fetch(
         f"""
         SELECT j.*, p.full_name AS patient_name
         FROM journeys j LEFT JOIN patients p ON p.patient_id = j.patient_id
-        WHERE j.stage = 'session_due' OR (j.stage = 'scheduled' AND j.next_action_at < $1)
+        WHERE (j.stage = 'session_due' OR (j.stage = 'scheduled' AND j.next_action_at < $1))
+          AND ($3::text[] IS NULL OR j.clinic_id = ANY($3))
         ORDER BY {_ORDER_BY["next_action_at"]} LIMIT $2
         """,
         before,
         limit,
+        None if clinics is None else list(clinics),
     )
     return [JourneyRow.model_validate(dict(r)) for r in rows]

@@ -139,6 +139,10 @@ async def get_staff(request: Request, service: ServiceDep, settings: SettingsDep
     Raises:
         HTTPException: 401 without a valid token; 403 for a patient link token.
     """
+    principal = getattr(request.state, "principal", None)
+    if principal is not None:  # admitted by api.access.enforce (tokens, scope, permission)
+        found: StaffRow = principal.staff
+        return found
     token = _bearer(request)
     if token is None:
         raise _unauthorized("A staff bearer token is required.")

@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 import pydantic
-from fastapi import FastAPI, HTTPException, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -25,6 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.converter import PayloadCodec
 
 from api import schemas
+from api.access import install as install_access
+from api.access.enforce import enforce
 from api.codec_server import build_codec_router
 from api.deps import get_codec_staff
 from api.limits import BodySizeLimit
@@ -195,6 +197,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        # Every route's permission and clinic scope (api/access/permissions.py), before it runs.
+        dependencies=[Depends(enforce)],
     )
     app.state.settings = settings
     app.add_exception_handler(ServiceError, _service_error)
@@ -240,6 +244,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             get_codec, get_codec_staff, allowed_origins=settings.journey_codec_cors_origins
         )
     )
+    install_access(app)  # sign-in through the provider, the access log (api/access)
     install_openapi(app)  # 422/400/413/503 as the app answers them (api/openapi_doc.py)
     # Outermost but tracing: no body over the limit is read into memory or reaches a route.
     app.add_middleware(

@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol, TypeVar
@@ -792,8 +792,10 @@ class JourneyService:
         order: JourneyOrder = "next_action_at",
         limit: int = 50,
         offset: int = 0,
+        clinics: Sequence[str] | None = None,
     ) -> tuple[list[JourneyRow], int]:
-        """A page of the read model and the total matching (no Temporal call)."""
+        """A page of the read model and the total matching (no Temporal call); ``clinics``:
+        the caller's scope (None: every clinic)."""
         return await self.db(
             repository.list_journeys(
                 self.pool,
@@ -805,6 +807,7 @@ class JourneyService:
                 order=order,
                 limit=limit,
                 offset=offset,
+                clinics=clinics,
             )
         )
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from activities.repository import create_staff_user, disable_staff_user, get_journey
+from api.access.config import AccessSettings
 from api.main import create_app
 from api.web.routes import CSRF_COOKIE, SESSION_COOKIE
 from tests.test_api import Stack, enrol_body, eventually, make_settings, serve, stack
@@ -25,8 +26,12 @@ CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @asynccontextmanager
-async def dashboard(pg_dsn: str, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def dashboard(
+    pg_dsn: str, access: AccessSettings | None = None, **settings: Any
+) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(make_settings(database_url=pg_dsn, temporal_address="127.0.0.1:9", **settings))
+    if access is not None:
+        app.state.access = access
     async with serve(app) as http:
         yield http
 
@@ -126,6 +131,8 @@ async def test_production_cookies_are_secure_even_behind_plain_http(
 ) -> None:
     async with dashboard(
         pg_dsn,
+        # The pasted token is off in production unless turned on (break-glass, issue 16).
+        AccessSettings(_env_file=None, token_login=True),
         journey_env="production",
         journey_patient_link_secret="a-real-secret-from-the-vault-0123456789",
         journey_codec_keys=f"k1:{generate_key()}",

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from api import schemas
+from api.access.enforce import ClinicScopeDep
 from api.deps import ServiceDep, SettingsDep, StaffDep
 from api.fhir import resources as fhir
 
@@ -225,7 +226,10 @@ async def _search(
     offset: int,
     dates: list[str] | None = None,
     ids: str | None = None,
+    clinics: list[str] | None = None,
 ) -> Response:
+    # ``clinics``: the caller's scope (api/access; None: every clinic). A search naming a
+    # patient was checked against it before the route ran.
     search = _Search(request, _base(settings), kind, count, offset)
     pool = service.pool
     subject = patient if patient is not None else ids if kind == "Patient" else None
@@ -252,48 +256,79 @@ async def _search(
                 """
                 SELECT p.*, c.name AS clinic_name, count(*) OVER () AS total FROM patients p
                 LEFT JOIN clinics c ON c.clinic_id = p.clinic_id
+                WHERE ($3::text[] IS NULL OR p.clinic_id = ANY($3))
                 ORDER BY p.patient_id LIMIT $1 OFFSET $2
                 """,
                 count,
                 offset,
+                clinics,
             )
         )
         page = [fhir.patient(dict(r), r["clinic_name"]) for r in rows]
-        return search.bundle(page, await _total(service, rows, "SELECT count(*) FROM patients"))
+        return search.bundle(
+            page,
+            await _total(
+                service,
+                rows,
+                "SELECT count(*) FROM patients WHERE ($1::text[] IS NULL OR clinic_id = ANY($1))",
+                clinics,
+            ),
+        )
     if kind == "CarePlan":
         rows = await service.db(
             pool.fetch(
-                "SELECT *, count(*) OVER () AS total FROM journeys ORDER BY patient_id LIMIT $1 OFFSET $2",
+                "SELECT *, count(*) OVER () AS total FROM journeys"
+                " WHERE ($3::text[] IS NULL OR clinic_id = ANY($3))"
+                " ORDER BY patient_id LIMIT $1 OFFSET $2",
                 count,
                 offset,
+                clinics,
             )
         )
         page = [
             fhir.careplan(dict(r), await service.db(_appointments(pool, r["workflow_id"])))
             for r in rows
         ]
-        return search.bundle(page, await _total(service, rows, "SELECT count(*) FROM journeys"))
+        return search.bundle(
+            page,
+            await _total(
+                service,
+                rows,
+                "SELECT count(*) FROM journeys WHERE ($1::text[] IS NULL OR clinic_id = ANY($1))",
+                clinics,
+            ),
+        )
     if kind == "Appointment":
         try:
             bounds = _date_bounds(dates or [])
         except ValueError as err:
             return _outcome(400, "value", str(err))
-        where = " AND ".join(f"a.starts_at {op} ${i + 3}" for i, (op, _) in enumerate(bounds))
+        where = " AND ".join(
+            [
+                "($3::text[] IS NULL OR j.clinic_id = ANY($3))",
+                *(f"a.starts_at {op} ${i + 4}" for i, (op, _) in enumerate(bounds)),
+            ]
+        )
         sql = f"""
             SELECT a.*, j.patient_id, count(*) OVER () AS total
             FROM appointments a JOIN journeys j ON j.workflow_id = a.workflow_id
-            {"WHERE " + where if where else ""}
+            WHERE {where}
             ORDER BY a.starts_at, a.workflow_id, a.course_number, a.session_number
             LIMIT $1 OFFSET $2
         """
-        rows = await service.db(pool.fetch(sql, count, offset, *(at for _, at in bounds)))
+        rows = await service.db(pool.fetch(sql, count, offset, clinics, *(at for _, at in bounds)))
         page = [fhir.appointment({"patient_id": r["patient_id"]}, dict(r)) for r in rows]
         total = int(rows[0]["total"]) if rows else 0
         if not rows and offset:
             total = int(
                 await service.db(
                     pool.fetchval(
-                        f"SELECT count(*) FROM appointments a {'WHERE ' + where if where else ''}",
+                        "SELECT count(*) FROM appointments a"
+                        " JOIN journeys j ON j.workflow_id = a.workflow_id"
+                        f" WHERE {where} AND $1::int > 0 AND $2::int >= 0",
+                        count,
+                        offset,
+                        clinics,
                         *(at for _, at in bounds),
                     )
                 )
@@ -305,10 +340,12 @@ async def _search(
     )
 
 
-async def _total(service: ServiceDep, rows: list[asyncpg.Record], count_sql: str) -> int:
+async def _total(
+    service: ServiceDep, rows: list[asyncpg.Record], count_sql: str, *args: Any
+) -> int:
     if rows:
         return int(rows[0]["total"])
-    return int(await service.db(service.pool.fetchval(count_sql)) or 0)
+    return int(await service.db(service.pool.fetchval(count_sql, *args)) or 0)
 
 
 def _compare(value: datetime, op: str, at: datetime) -> bool:
@@ -331,13 +368,16 @@ def _register(kind: str) -> None:
         service: ServiceDep,
         settings: SettingsDep,
         staff: StaffDep,
+        scope: ClinicScopeDep,
         patient: PatientParam = None,
         count: CountParam = 50,
         offset: OffsetParam = 0,
         date_: Annotated[list[str] | None, Query(alias="date", max_length=4)] = None,
         id_: Annotated[str | None, Query(alias="_id", max_length=80)] = None,
     ) -> Response:
-        return await _search(request, service, settings, kind, patient, count, offset, date_, id_)
+        return await _search(
+            request, service, settings, kind, patient, count, offset, date_, id_, scope
+        )
 
     async def read(
         rid: str, service: ServiceDep, settings: SettingsDep, staff: StaffDep

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query, status
 
 from activities.repository import JourneyOrder, StaffRow
 from api import schemas
+from api.access.enforce import ClinicScopeDep
 from api.deps import (
     ERROR_RESPONSES,
     IdempotencyKeyHeader,
@@ -73,6 +74,7 @@ async def enrol(
 async def list_journeys(
     service: ServiceDep,
     staff: StaffDep,
+    scope: ClinicScopeDep,
     stage: Stage | None = None,
     clinic: QueryText(64) = None,  # type: ignore[valid-type]
     flag: QueryText(64) = None,  # type: ignore[valid-type]
@@ -92,6 +94,7 @@ async def list_journeys(
         order=order,
         limit=limit,
         offset=offset,
+        clinics=scope,
     )
     return schemas.JourneyList(
         data=[schemas.JourneySummary.model_validate(r) for r in rows], count=total
@@ -177,6 +180,9 @@ async def review(
             note_ref=body.note_ref or None,  # an empty reference is no reference
             reviewed_by=actor_for(staff),
             staff_ref=staff_ref(staff),
+            global_improvement=body.global_improvement,
+            pore_visibility=body.pore_visibility,
+            adverse_events_summary=body.adverse_events_summary or None,
         ),
         request_id=idempotency_key,
     )

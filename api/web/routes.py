@@ -295,6 +295,10 @@ def _error_page(request: Request, status_code: int, title: str, message: str) ->
     )
 
 
+error_page = _error_page  # the access checks answer a person with the same page (api/access)
+render_page = _render  # the access log page (api/access/pages.py)
+
+
 def _safe_next(value: str | None) -> str:
     """Only a local path: ``//evil.example`` or ``https://…`` would be an open redirect."""
     if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
@@ -385,6 +389,13 @@ def _request_id(form: FormData) -> str | None:
 # ---------------------------------------------------------------- shared reads
 
 
+def _scope(request: Request) -> list[str] | None:
+    """The clinics the member sees (api/access; None: every clinic)."""
+    from api.access.enforce import principal_clinics
+
+    return principal_clinics(request)
+
+
 async def _clinics(pool: asyncpg.Pool) -> dict[str, tuple[str, str]]:
     """clinic_id → (name, time zone), for filters and for dates in each clinic's zone."""
     rows = await pool.fetch("SELECT clinic_id, name, timezone FROM clinics ORDER BY name")
@@ -413,14 +424,17 @@ def _list_item(
     }
 
 
-async def _live_version(pool: asyncpg.Pool, patient_id: str | None) -> str:
+async def _live_version(
+    pool: asyncpg.Pool, patient_id: str | None, scope: list[str] | None = None
+) -> str:
     """Changes whenever a journey in scope writes a step or a refusal is logged."""
     if patient_id is None:
         row = await pool.fetchrow(
             "SELECT count(*) AS n, coalesce(sum(version), 0) AS v, max(updated_at) AS u "
-            "FROM journeys"
+            "FROM journeys WHERE ($1::text[] IS NULL OR clinic_id = ANY($1))",
+            scope,
         )
-        extra = await _refused_version(pool)
+        extra = await _refused_version(pool, scope)
     else:
         wf = workflow_id(patient_id)
         row = await pool.fetchrow(
@@ -440,7 +454,16 @@ def _live_stamp(journeys: int, versions: int, last_update: datetime | None, extr
     return f"{journeys}.{versions}.{stamp}.{extra}"
 
 
-async def _refused_version(pool: asyncpg.Pool) -> int:
+async def _refused_version(pool: asyncpg.Pool, scope: list[str] | None = None) -> int:
+    if scope is not None:
+        return int(
+            await pool.fetchval(
+                "SELECT coalesce(max(e.id), 0) FROM journey_events e"
+                " JOIN journeys j ON j.workflow_id = e.workflow_id"
+                " WHERE e.kind = 'request_refused' AND j.clinic_id = ANY($1)",
+                scope,
+            )
+        )
     return int(
         await pool.fetchval(
             "SELECT coalesce(max(id), 0) FROM journey_events WHERE kind = 'request_refused'"
@@ -469,10 +492,30 @@ async def static_file(name: str) -> Response:
     )
 
 
+def login_page(
+    request: Request, *, error: str | None = None, next_path: str = "/", status_code: int = 200
+) -> HTMLResponse:
+    """The sign-in page: the provider's button when OpenID Connect is configured, the pasted
+    token while that path is on (api/access/config.py)."""
+    access = request.app.state.access
+    return _render(
+        request,
+        "login.html",
+        {
+            "next": next_path,
+            "error": error,
+            "oidc": access.oidc_enabled,
+            "oidc_name": access.oidc_provider_name,
+            "token_login": access.token_login_enabled(_settings(request).journey_env),
+        },
+        status_code=status_code,
+    )
+
+
 @router.get("/login")
 async def login_form(request: Request, next: str | None = None) -> Response:
-    """The staff login form (the staff token, as printed by ``journey staff add``)."""
-    return _render(request, "login.html", {"next": _safe_next(next), "error": None})
+    """The sign-in page (the provider, or the staff token printed by ``journey staff add``)."""
+    return login_page(request, next_path=_safe_next(next))
 
 
 @router.post("/login")
@@ -483,31 +526,39 @@ async def login(request: Request) -> Response:
     try:
         _check_csrf(request, form)
     except _Forbidden:
-        return _render(
+        return login_page(
             request,
-            "login.html",
-            {"next": next_path, "error": "The form expired. Please try again."},
+            error="The form expired. Please try again.",
+            next_path=next_path,
             status_code=403,
+        )
+    if not request.app.state.access.token_login_enabled(_settings(request).journey_env):
+        return login_page(
+            request, error="Sign-in with a staff token is turned off here.", status_code=403
         )
     token = _field(form, "token")
     staff = await repository.get_staff_by_token(_pool(request), token) if token else None
     if staff is None:
-        return _render(
-            request,
-            "login.html",
-            {"next": next_path, "error": "That staff token is not valid."},
-            status_code=401,
+        return login_page(
+            request, error="That staff token is not valid.", next_path=next_path, status_code=401
         )
+    response = await start_session(request, staff.id, next_path, via="token")
+    if response.status_code != 303:
+        return login_page(
+            request, error="That staff token is not valid.", next_path=next_path, status_code=401
+        )
+    return response
+
+
+async def start_session(request: Request, staff_id: int, next_path: str, via: str) -> Response:
+    """A new dashboard session for ``staff_id`` (token login or OpenID Connect): the cookie and
+    a 303 to ``next_path``; a 401 response if the member is disabled."""
+    next_path = _safe_next(next_path)
     session_id, session = await sessions.create_session(
-        _pool(request), staff.id, timedelta(seconds=SESSION_MAX_AGE)
+        _pool(request), staff_id, timedelta(seconds=SESSION_MAX_AGE), via=via
     )
-    if session is None:  # disabled between the two statements
-        return _render(
-            request,
-            "login.html",
-            {"next": next_path, "error": "That staff token is not valid."},
-            status_code=401,
-        )
+    if session is None:  # disabled meanwhile
+        return login_page(request, error="Your access is disabled.", status_code=401)
     response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -531,8 +582,12 @@ async def logout(request: Request) -> Response:
         await _check_staff_csrf(request, form)
     except _Forbidden:
         return _error_page(request, 403, "Form expired", "Reload the page and try again.")
-    await sessions.end_session(_pool(request), request.cookies.get(SESSION_COOKIE, ""))
-    response = RedirectResponse("/login", status_code=303)
+    from api.access.oidc import logout_location
+
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    via = await sessions.session_via(_pool(request), cookie)
+    await sessions.end_session(_pool(request), cookie)
+    response = RedirectResponse(await logout_location(request, via), status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     response.delete_cookie(CSRF_COOKIE, path="/")
     return response
@@ -541,20 +596,20 @@ async def logout(request: Request) -> Response:
 # ---------------------------------------------------------------- overview
 
 
-async def _overview_context(pool: asyncpg.Pool) -> dict[str, Any]:
+async def _overview_context(pool: asyncpg.Pool, scope: list[str] | None = None) -> dict[str, Any]:
     # A few statements whatever the number of journeys (issue 13): the counts by stage and flag
     # in one, today's candidates in one, every flagged short list in one, the season's in one;
     # each list is capped, so the page does not grow with the number of journeys.
     real_now = datetime.now(UTC)
     clinics = await _clinics(pool)
-    summary = await repository.overview_counts(pool)
+    summary = await repository.overview_counts(pool, scope)
     counts = summary.stages
 
     def items(rows: list[JourneyRow]) -> list[dict[str, Any]]:
         return [_list_item(r, clinics, real_now) for r in rows]
 
     candidates = await repository.journeys_due_soon(
-        pool, real_now + timedelta(hours=36), limit=TODAY_LIMIT
+        pool, real_now + timedelta(hours=36), limit=TODAY_LIMIT, clinics=scope
     )
     today: list[dict[str, Any]] = []
     no_completion: list[dict[str, Any]] = []
@@ -584,7 +639,7 @@ async def _overview_context(pool: asyncpg.Pool) -> dict[str, Any]:
     # A short list per flag and a link to all of them: the list page filters, sorts and pages.
     listed = ["no_show", "checkin_overdue", "review_overdue", *views.ATTENTION_FLAGS]
     flag_counts = {flag: summary.flags.get(flag, 0) for flag in listed}
-    by_flag = await repository.journeys_by_flag(pool, flag_counts, OVERVIEW_LIMIT)
+    by_flag = await repository.journeys_by_flag(pool, flag_counts, OVERVIEW_LIMIT, scope)
     groups = {
         flag: {
             "items": items(by_flag[flag]),
@@ -594,7 +649,7 @@ async def _overview_context(pool: asyncpg.Pool) -> dict[str, Any]:
         for flag in listed
     }
     waiting_rows, _ = await repository.list_journeys(
-        pool, stage="awaiting_season", limit=OVERVIEW_LIMIT, with_total=False
+        pool, stage="awaiting_season", limit=OVERVIEW_LIMIT, with_total=False, clinics=scope
     )
     waiting = items(waiting_rows)
     for item in waiting:
@@ -621,7 +676,10 @@ async def _overview_context(pool: asyncpg.Pool) -> dict[str, Any]:
         "generated": views.format_local_datetime(real_now, "UTC"),
         # The same version /live answers, from the counts' scan (no second scan of journeys).
         "live_version": _live_stamp(
-            summary.journeys, summary.versions, summary.last_update, await _refused_version(pool)
+            summary.journeys,
+            summary.versions,
+            summary.last_update,
+            await _refused_version(pool, scope),
         ),
     }
 
@@ -630,7 +688,7 @@ async def _overview_context(pool: asyncpg.Pool) -> dict[str, Any]:
 async def overview(request: Request) -> Response:
     """What is due today, overdue, flagged and waiting for the season; updates live."""
     staff = await _page_staff(request)
-    context = await _overview_context(_pool(request))
+    context = await _overview_context(_pool(request), _scope(request))
     return _render(
         request,
         "overview.html",
@@ -664,7 +722,7 @@ async def live(request: Request, patient_id: str | None = None) -> Response:
             workflow_id(patient_id)
         except ValueError:
             return JSONResponse({"detail": "unknown journey"}, status_code=404)
-    version = await _live_version(_pool(request), patient_id)
+    version = await _live_version(_pool(request), patient_id, _scope(request))
     return JSONResponse({"version": version}, headers={"Cache-Control": "no-store"})
 
 
@@ -692,7 +750,8 @@ async def journeys(
     """Filter by stage, clinic, flag and due date; search by name (PostgreSQL only); page."""
     staff = await _page_staff(request)
     pool = _pool(request)
-    clinics = await _clinics(pool)
+    scope = _scope(request)
+    clinics = {k: v for k, v in (await _clinics(pool)).items() if scope is None or k in scope}
     stage = stage if stage in views.STAGE_LABELS else None
     clinic = clinic if clinic in clinics else None
     flag = flag if flag in views.FLAG_LABELS else None
@@ -723,6 +782,7 @@ async def journeys(
         order=order_key,
         limit=PAGE_SIZE,
         offset=(page_no - 1) * PAGE_SIZE,
+        clinics=scope,
     )
     real_now = datetime.now(UTC)
     filters = {
@@ -757,7 +817,7 @@ async def journeys(
             "sort_link": lambda key: link(order=key, page="1"),
             "first_shown": (page_no - 1) * PAGE_SIZE + 1 if rows else 0,
             "last_shown": (page_no - 1) * PAGE_SIZE + len(rows),
-            "live_version": await _live_version(pool, None),
+            "live_version": await _live_version(pool, None, scope),
             "live_scope": "",
             "live_url": link(),
         },
@@ -792,7 +852,7 @@ async def _journey_page(
     today = views.local_today(row, status, tz)
     timeline = await repository.get_timeline(pool, wf)
     sessions = status.sessions if status else []
-    allowed = _allowed_requests(row.stage, status)
+    allowed = _allowed_requests(row.stage, status) & _permitted_requests(request)
     movable = (
         [s for s in sessions if s.state not in ("done", "cancelled")]
         if "reschedule" in allowed
@@ -853,6 +913,16 @@ async def _journey_page(
         },
         status_code=status_code,
     )
+
+
+def _permitted_requests(request: Request) -> frozenset[str]:
+    """The journey requests the member's permissions allow (the page offers no other form)."""
+    from api.access.permissions import REQUEST_PERMISSIONS
+
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
+        return frozenset()
+    return frozenset(r for r, p in REQUEST_PERMISSIONS.items() if principal.may(p))
 
 
 def _allowed_requests(stage: str, status: JourneyStatus | None) -> frozenset[str]:

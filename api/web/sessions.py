@@ -24,6 +24,7 @@ __all__ = [
     "end_session",
     "end_staff_sessions",
     "get_session",
+    "session_via",
 ]
 
 
@@ -39,7 +40,7 @@ def _hash(session_id: str) -> str:
 
 
 async def create_session(
-    pool: asyncpg.Pool, staff_id: int, max_age: timedelta
+    pool: asyncpg.Pool, staff_id: int, max_age: timedelta, via: str = "token"
 ) -> tuple[str, StaffSession | None]:
     """Start a session for an enabled staff user.
 
@@ -51,8 +52,8 @@ async def create_session(
     csrf = secrets.token_urlsafe(32)
     inserted = await pool.fetchval(
         """
-        INSERT INTO staff_sessions (id_hash, staff_id, csrf_token, expires_at)
-        SELECT $1, id, $3, now() + $4::interval FROM staff_users
+        INSERT INTO staff_sessions (id_hash, staff_id, csrf_token, expires_at, via)
+        SELECT $1, id, $3, now() + $4::interval, $5 FROM staff_users
         WHERE id = $2 AND disabled_at IS NULL
         RETURNING staff_id
         """,
@@ -60,6 +61,7 @@ async def create_session(
         staff_id,
         csrf,
         max_age,
+        via,
     )
     if inserted is None:
         return "", None
@@ -73,7 +75,7 @@ async def get_session(pool: asyncpg.Pool, session_id: str) -> StaffSession | Non
         return None
     row = await pool.fetchrow(
         """
-        SELECT u.id, u.name, u.role, u.created_at, u.disabled_at, s.csrf_token
+        SELECT u.id, u.name, u.role, u.created_at, u.disabled_at, u.clinics, s.csrf_token
         FROM staff_sessions s JOIN staff_users u ON u.id = s.staff_id
         WHERE s.id_hash = $1 AND s.ended_at IS NULL AND s.expires_at > now()
           AND u.disabled_at IS NULL
@@ -102,3 +104,14 @@ async def end_staff_sessions(pool: asyncpg.Pool, staff_id: int) -> int:
         staff_id,
     )
     return int(status.split()[-1])
+
+
+async def session_via(pool: asyncpg.Pool, session_id: str) -> str | None:
+    """How a live session signed in (``token`` or ``oidc``), or None."""
+    if not session_id or len(session_id) > 100:
+        return None
+    value = await pool.fetchval(
+        "SELECT via FROM staff_sessions WHERE id_hash = $1 AND ended_at IS NULL",
+        _hash(session_id),
+    )
+    return None if value is None else str(value)
