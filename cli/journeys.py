@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -29,7 +29,6 @@ from cli.codes import BAD_INPUT, NOT_FOUND, REFUSED, UNAVAILABLE
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from activities.repository import StaffRole
     from api.schemas import TripIn
     from api.service import JourneyService
 
@@ -439,46 +438,6 @@ def register(app: typer.Typer) -> None:
         link = _run(lambda s: s.patient_link(patient))
         _emit({"patient_id": patient, "patient_link": link}, as_json, lambda: link)
 
-    staff = typer.Typer(help="Back-office users.", no_args_is_help=True)
+    from cli import access  # staff members and API tokens (issue 16)
 
-    @staff.command("add")
-    def staff_add(
-        name: str,
-        role: Annotated[str, typer.Option(help="staff, clinician or admin.")] = "staff",
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Create a staff user and print their bearer token once (only its hash is stored)."""
-        if role not in ("staff", "clinician", "admin"):
-            _fail(f"--role {role!r} must be staff, clinician or admin", BAD_INPUT)
-        staff_role = cast("StaffRole", role)  # checked just above
-        row, token = _run(lambda s: s.add_staff(name, staff_role))
-        data = {"id": row.id, "name": row.name, "role": row.role, "token": token}
-        _emit(
-            data,
-            as_json,
-            lambda: f"Staff user {row.id} ({row.role}). Token, shown once:\n{token}",
-        )
-
-    @staff.command("disable")
-    def staff_disable(staff_id: int, as_json: JsonOpt = False) -> None:
-        """Revoke a staff user's token and end every dashboard session of theirs at once (to
-        rotate a token: ``staff add`` a new one, then disable the old user)."""
-
-        async def disable(service: JourneyService) -> tuple[bool, int]:
-            from activities.repository import disable_staff_user
-            from api.web.sessions import end_staff_sessions
-
-            disabled = await service.db(disable_staff_user(service.pool, staff_id))
-            ended = await service.db(end_staff_sessions(service.pool, staff_id))
-            return disabled, ended
-
-        disabled, ended = _run(disable)
-        if not disabled:
-            _fail(f"no enabled staff user {staff_id}", NOT_FOUND)
-        _emit(
-            {"id": staff_id, "disabled": True, "sessions_ended": ended},
-            as_json,
-            lambda: f"Staff user {staff_id} disabled; {ended} session(s) ended.",
-        )
-
-    app.add_typer(staff, name="staff")
+    access.register(app)
