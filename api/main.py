@@ -31,8 +31,10 @@ from api.codec_server import build_codec_router
 from api.deps import get_codec_staff
 from api.limits import BodySizeLimit
 from api.openapi_doc import install as install_openapi
+from api.photos import MULTIPART_OVERHEAD, PhotoSettings
 from api.routes import (
     calendar,
+    clinical,
     fhir,
     health,
     integrations,
@@ -210,6 +212,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in (
         health.router,
+        clinical.router,  # consent, photos, outcomes (issue 19; before the journeys' routes)
         journeys.router,
         integrations.router,
         me.router,
@@ -250,7 +253,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.journey_max_body_bytes,
-        prefix_limits={"/codec": settings.journey_codec_max_body_bytes},
+        prefix_limits={
+            "/codec": settings.journey_codec_max_body_bytes,
+            # Photo uploads (api/photos.py): the photo limit plus the multipart fields.
+            "/api/photos/": PhotoSettings().max_bytes + MULTIPART_OVERHEAD,
+            "/photos/": PhotoSettings().max_bytes + MULTIPART_OVERHEAD,
+        },
     )
     # One server span per request (probes excluded), URLs reduced to route templates: tokens in
     # paths never reach the trace backend. A no-op tracer without setup_tracing (tests, CLI).

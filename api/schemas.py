@@ -23,7 +23,7 @@ from workflows.bounds import (
     safe_text,
 )
 from workflows.ids import PATIENT_ID_PATTERN
-from workflows.messages import Reaction, Severity, Stage
+from workflows.messages import Reaction, Severity, Stage, Text500
 from workflows.protocol import DateRange
 from workflows.screening import ScreeningAnswers
 
@@ -358,6 +358,10 @@ class ReviewBody(_In):
     outcome: Literal["complete", "further_course"]
     further_sessions: int | None = Field(default=None, ge=1, le=MAX_FURTHER_SESSIONS)
     note_ref: safe_text(200) | None = None  # type: ignore[valid-type]
+    # The clinician's outcome (issue 19): grades 1-5 and a short adverse-events summary.
+    global_improvement: int | None = Field(default=None, ge=1, le=5)
+    pore_visibility: int | None = Field(default=None, ge=1, le=5)
+    adverse_events_summary: Text500 | None = None
 
 
 class ReviewOut(_Out):

@@ -71,6 +71,10 @@ from workflows.messages import (
     CLOSED_STAGES,
     Actor,
     AdverseEventSignal,
+    ConsentRequest,
+    ConsentRequiredRequest,
+    ConsentResult,
+    ConsentWithdrawRequest,
     ControlResult,
     FactResult,
     JourneyStartRequest,
@@ -965,6 +969,35 @@ class JourneyService:
         cannot be applied (with the reasons)."""
         result: ResolveAnomalyResult = await self._update(
             patient_id, PatientJourney.resolve_anomaly, request, request.requested_by, request_id
+        )
+        return result
+
+    async def record_consent(
+        self, patient_id: str, request: ConsentRequest, *, request_id: str | None = None
+    ) -> ConsentResult:
+        """Informed consent given (signed by the patient, or on paper); the journey books once
+        it is the required version. Refused (``ConsentRefused``) when closed."""
+        result: ConsentResult = await self._update(
+            patient_id, PatientJourney.record_consent, request, request.requested_by, request_id
+        )
+        return result
+
+    async def require_consent(
+        self, patient_id: str, request: ConsentRequiredRequest, *, request_id: str | None = None
+    ) -> ConsentResult:
+        """A new consent version is required: the journey asks again before the next booking.
+        Refused (``ConsentRefused``) when closed."""
+        result: ConsentResult = await self._update(
+            patient_id, PatientJourney.require_consent, request, request.requested_by, request_id
+        )
+        return result
+
+    async def withdraw_consent(
+        self, patient_id: str, request: ConsentWithdrawRequest, *, request_id: str | None = None
+    ) -> ConsentResult:
+        """Consent withdrawn: the journey pauses. Refused (``ConsentRefused``) when closed."""
+        result: ConsentResult = await self._update(
+            patient_id, PatientJourney.withdraw_consent, request, request.requested_by, request_id
         )
         return result
 
