@@ -52,6 +52,7 @@ from api.service import (
     ServiceUnavailable,
     TemporalConnector,
 )
+from api.web import reports as web_reports
 from api.web import routes as web_pages
 from worker.client import build_codec
 from worker.database import create_pool, database_url, migrate
@@ -221,6 +222,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         calendar.router,  # .ics files and calendar feeds
         webhooks_admin.router,  # /api/admin: webhook subscribers, dead letters, external ids
         web_pages.router,  # the dashboard and the patient page (api/web)
+        web_reports.router,  # /reports: clinic reports and CSV exports (docs/reports.md)
     ):
         app.include_router(router)
 
