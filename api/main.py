@@ -52,6 +52,7 @@ from api.service import (
     ServiceUnavailable,
     TemporalConnector,
 )
+from api.web import clinical_pages as web_clinical
 from api.web import reports as web_reports
 from api.web import routes as web_pages
 from worker.client import build_codec
@@ -222,6 +223,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         calendar.router,  # .ics files and calendar feeds
         webhooks_admin.router,  # /api/admin: webhook subscribers, dead letters, external ids
         web_pages.router,  # the dashboard and the patient page (api/web)
+        web_clinical.router,  # consent, photos and outcomes on the pages (issue 19)
         web_reports.router,  # /reports: clinic reports and CSV exports (docs/reports.md)
     ):
         app.include_router(router)

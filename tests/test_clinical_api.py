@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -205,7 +206,10 @@ def gps_jpeg(size: tuple[int, int] = (64, 48)) -> bytes:
 
 
 @pytest.mark.timeout(120)
-async def test_photo_upload_limits_exif_and_view_log(stack: Stack) -> None:
+async def test_photo_upload_limits_exif_and_view_log(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOURNEY_PHOTO_DIR", str(tmp_path))
     s = stack
     created = await enrol(s, clinic_id="fast", time_scale=FAST_SCALE)
     pid = created["patient_id"]
@@ -258,7 +262,7 @@ async def test_photo_upload_limits_exif_and_view_log(stack: Stack) -> None:
     assert not served.getexif() and not served.getexif().get_ifd(0x8825)
     assert b"PhoneMaker" not in r.content
     # The content-addressed file under the data directory.
-    stored = s.settings.journey_data_dir / "photos" / photo["sha256"][:2] / photo["sha256"][2:4]
+    stored = tmp_path / photo["sha256"][:2] / photo["sha256"][2:4]
     assert (stored / photo["sha256"]).read_bytes() == r.content
 
     # Every view is logged; reception gets a 403 (and sees nothing).

@@ -910,9 +910,17 @@ async def _journey_page(
             "live_scope": patient_id,
             "live_url": f"/journeys/{patient_id}",
             "closed": row.stage in guards.CLOSED_STAGES,
+            # Consent, photos and outcomes (issue 19): api/web/clinical_pages.py.
+            **await _clinical_pages().journey_context(request, staff, row, status, cp),
         },
         status_code=status_code,
     )
+
+
+def _clinical_pages() -> Any:
+    from api.web import clinical_pages  # it imports this module
+
+    return clinical_pages
 
 
 def _permitted_requests(request: Request) -> frozenset[str]:
@@ -1000,6 +1008,7 @@ async def journey_action(request: Request, patient_id: str, action: str) -> Resp
             if further is not None and further < 1:
                 raise _FormError("A further course needs at least one session.")
             note = _text(form, "note_ref", "the note reference", 200) or None
+            grades = _clinical_pages().review_grades(form)
             await service.review(
                 patient_id,
                 ReviewRequest(
@@ -1008,6 +1017,7 @@ async def journey_action(request: Request, patient_id: str, action: str) -> Resp
                     reviewed_by=actor,
                     note_ref=note,
                     staff_ref=staff_ref(staff),
+                    **grades,
                 ),
                 request_id=request_id,
             )
@@ -1188,6 +1198,7 @@ async def _patient_page(
             "errors": errors or {},
             "message": message,
             "request_id": uuid.uuid4().hex,
+            **await _clinical_pages().patient_context(request, token, patient_id, row, status, cp),
         },
         status_code=status_code,
     )

@@ -1,0 +1,177 @@
+"""The clinical record's pages in a real browser (issue 19): the patient signs the consent on
+their page (the gate's reason shown first), the journey page shows the consent and the
+baseline and review photos side by side (every view logged). Screenshots land in
+``test-artifacts/screenshots/`` (kept out of git)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from playwright.async_api import Page, expect
+
+from activities import repository
+from api import consent, photos
+from api.clinical_access import may
+from tests.test_clinical_api import gps_jpeg
+from tests.test_web import FAST_CLINIC, FAST_SCALE, Site, enrol, read_status, shot, site
+from workflows.protocol import ClinicProtocol, ClinicSettings, Protocol
+
+__all__ = ["site"]
+
+CONSENTING = ClinicProtocol(
+    clinic=ClinicSettings(
+        clinic_id="consenting",
+        name="Consenting clinic",
+        open_weekdays=(0, 1, 2, 3, 4, 5, 6),
+        sandbox=True,
+        consent_required=True,
+    ),
+    # Session 1 three simulated days ahead: the patient signs well before its day.
+    protocol=Protocol(booking_notice_days=3, no_show_grace_hours=240),
+)
+CONSENT_BODY = (
+    "Laser pore contraction heats the deeper skin to tighten pores.\n"
+    "Expect redness and swelling for 2 to 5 days. Rarely: blisters, pigment changes.\n"
+    "Use SPF 50 every day for two months after the last session."
+)
+
+
+async def staff_login(site: Site, page: Page, token: str) -> None:
+    await page.goto(site.base + "/login")
+    await page.get_by_label("Staff token").fill(token)
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+
+
+@pytest.mark.timeout(180)
+async def test_patient_signs_consent_on_their_page(site: Site) -> None:
+    await repository.upsert_clinic(site.pool, CONSENTING)
+    await consent.add_text(
+        site.pool, "consenting", "en", "2027-01", "Informed consent", CONSENT_BODY, "test"
+    )
+    await consent.add_text(
+        site.pool, "consenting", "de", "2027-01", "Einwilligung", "Deutscher Text.", "test"
+    )
+    nora = await enrol(site, "Nora Consent", clinic_id="consenting", time_scale=FAST_SCALE)
+    await read_status(site, nora.patient_id, lambda s: "consent_needed" in s.flags)
+
+    context = await site.browser.new_context(viewport={"width": 390, "height": 844})
+    page = await context.new_page()
+    await page.goto(nora.patient_link)
+    await expect(page.locator("#consent-gate")).to_contain_text(
+        "No session is booked until the informed consent is signed"
+    )
+    await expect(page.locator("#consent-text")).to_contain_text("SPF 50 every day")
+    await expect(page.locator("#headline")).to_contain_text("please sign your consent")
+    await shot(page, "consent_patient_before")
+    # The box is required; the browser refuses to send without it, the server too.
+    await page.get_by_label("Type your full name to sign").fill("Nora Consent")
+    await page.get_by_label("I have read this text").check()
+    await page.get_by_role("button", name="Sign consent").click()
+    await expect(page.locator("#clinical-flash")).to_contain_text("your consent is recorded")
+    await expect(page.locator("#consent-state")).to_contain_text("version 2027-01")
+    await expect(page.locator("#headline")).not_to_contain_text("sign your consent")
+    await shot(page, "consent_patient_signed")
+    st = await read_status(site, nora.patient_id, lambda s: s.consent_valid)
+    assert "consent_needed" not in st.flags
+    row = await site.pool.fetchrow(
+        "SELECT * FROM consent_records WHERE patient_id = $1", nora.patient_id
+    )
+    assert row is not None and row["typed_name"] == "Nora Consent" and row["language"] == "en"
+
+    # Staff see the signature on the journey page.
+    staff_page = await (
+        await site.browser.new_context(viewport={"width": 1280, "height": 900})
+    ).new_page()
+    await staff_login(site, staff_page, site.staff_token)
+    await staff_page.goto(f"{site.base}/journeys/{nora.patient_id}")
+    await expect(staff_page.locator("#consent-state")).to_contain_text(
+        "Consent valid: version 2027-01"
+    )
+    await expect(staff_page.locator("table.consent-records")).to_contain_text(
+        "Signed by the patient"
+    )
+    # Reception sees no photos or outcomes.
+    await expect(staff_page.locator("#photos")).to_have_count(0)
+    await shot(staff_page, "consent_journey_page")
+    await context.close()
+
+
+def review_png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 160, 150)).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.mark.timeout(180)
+async def test_photos_side_by_side_on_the_journey_page(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOURNEY_PHOTO_DIR", str(tmp_path))
+    clinician, token = await repository.create_staff_user(site.pool, "Cleo Clinician", "clinician")
+    assert may(clinician, "clinical.view")
+    ivy = await enrol(site, "Ivy Photo", clinic_id=FAST_CLINIC, time_scale=FAST_SCALE)
+    await read_status(site, ivy.patient_id, lambda s: bool(s.sessions))
+
+    context = await site.browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    await staff_login(site, page, token)
+    await page.goto(f"{site.base}/journeys/{ivy.patient_id}")
+    await expect(page.locator("#no-photos")).to_be_visible()
+    # A baseline photo through the form (its GPS location is removed on the way in).
+    await page.locator("#photo-file").set_input_files(
+        files=[{"name": "baseline.jpg", "mimeType": "image/jpeg", "buffer": gps_jpeg((640, 480))}]
+    )
+    await page.get_by_role("button", name="Upload photo").click()
+    await expect(page.locator("#clinical-flash")).to_contain_text("Photo uploaded")
+    # A text file is refused next to the form.
+    await page.locator("#photo-file").set_input_files(
+        files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"not a photo"}]
+    )
+    await page.get_by_role("button", name="Upload photo").click()
+    await expect(page.locator("#photo-errors")).to_contain_text("Only JPEG and PNG")
+
+    # The review photo: the journey is weeks from its review on this clock, so it is stored
+    # through the module the review upload uses (the upload rules are tested in
+    # test_clinical_api.py); the page shows both side by side.
+    limits = photos.PhotoSettings()
+    cleaned = photos.clean_photo(
+        review_png(),
+        declared_type="image/png",
+        max_bytes=limits.max_bytes,
+        max_pixels=limits.max_pixels,
+    )
+    store = photos.LocalPhotoStore(tmp_path)
+    await store.put(cleaned.sha256, cleaned.data, cleaned.media_type)
+    await photos.insert_photo(
+        site.pool,
+        patient_id=ivy.patient_id,
+        clinic_id=FAST_CLINIC,
+        course_number=1,
+        kind="review",
+        photo=cleaned,
+        store="local",
+        note=None,
+        staff=clinician,
+    )
+    await page.goto(f"{site.base}/journeys/{ivy.patient_id}")
+    baseline = page.locator('figure.photo[data-kind="baseline"] img')
+    review = page.locator('figure.photo[data-kind="review"] img')
+    await expect(baseline).to_have_count(1)
+    await expect(review).to_have_count(1)
+    for img in (baseline, review):
+        await expect(img).to_have_js_property("complete", True)
+        assert await img.evaluate("i => i.naturalWidth") > 0  # loaded, not a broken image
+    b_box, r_box = await baseline.bounding_box(), await review.bounding_box()
+    assert b_box is not None and r_box is not None
+    assert abs(b_box["y"] - r_box["y"]) < 2 and r_box["x"] > b_box["x"] + b_box["width"]
+    await page.locator("#photos").scroll_into_view_if_needed()
+    await shot(page, "photos_side_by_side")
+    views = await site.pool.fetchval(
+        "SELECT count(*) FROM photo_views WHERE patient_id = $1", ivy.patient_id
+    )
+    assert views >= 2
+    await context.close()
