@@ -91,5 +91,12 @@ class ScaledBareJourney:
         await self._write(200 + self._checked_in)
 
     @workflow.update
+    async def report_completed(self, fact: BareFact) -> str:
+        """The webhook's shape: a completion answered once its write is done."""
+        self._completed += 1
+        await self._write(100 + self._completed)
+        return "applied"
+
+    @workflow.update
     async def review(self, fact: BareFact) -> None:
         self._reviewed = True

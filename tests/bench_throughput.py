@@ -20,7 +20,8 @@ Figures (docs/performance.md says what each means):
   only those honour a ``time_scale``): journeys/s, CPU per journey by process, no-shows;
 * webhooks: signed session-completed webhooks at ``--rate``/s to journeys whose session is due:
   latency to "accepted" (the 202) and to "visible in the read model" (``sessions_done``),
-  p50/p95/p99, CPU per webhook; the bare figure is a plain signal to a bare journey;
+  p50/p95/p99, CPU per webhook; the bare figure is an update to a bare journey answered once
+  its no-op write is done (the webhook's shape without HTTP, signature, SQL or logic);
 * pages: the overview and the list at ``--pages`` journeys (:mod:`tests.bench_pages`);
 * worker memory per idle journey (RSS of a fresh worker before and after ``--idle`` journeys
   are started and cached, waiting for a timer weeks away).
@@ -41,8 +42,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -229,6 +231,8 @@ def worker(s: Stack, kind: str, task_queue: str, extra: list[str]) -> Iterator[N
     """A fresh worker process for one measurement (``journey worker``, or the bare one)."""
     if kind == "journey":
         cmd = [str(Path(sys.executable).parent / "journey"), "worker"]
+        if os.environ.get("BENCH_JOURNEY_WORKER"):  # e.g. a profiled worker (docs/performance.md)
+            cmd = [sys.executable, os.environ["BENCH_JOURNEY_WORKER"]]
     else:
         cmd = [sys.executable, "-m", "tests.bench_throughput", "--serve-bare", task_queue]
     proc = subprocess.Popen(
@@ -462,7 +466,7 @@ async def _ensure_api(s: Stack) -> None:
     raise RuntimeError("the API did not start")
 
 
-async def _paced(n: int, rate: float, send: Callable[[int], Awaitable[None]]) -> float:
+async def _paced(n: int, rate: float, send: Callable[[int], Coroutine[Any, Any, None]]) -> float:
     t0 = time.monotonic()
     tasks = []
     for i in range(n):
@@ -490,7 +494,9 @@ async def webhooks(
 
             async def signal_one(i: int) -> None:
                 t = time.perf_counter()
-                await handles[i].signal(ScaledBareJourney.completed, BareFact(key="c1"))
+                await handles[i].execute_update(
+                    ScaledBareJourney.report_completed, BareFact(key="c1")
+                )
                 accepted.append(time.perf_counter() - t)
 
             achieved = await _paced(n, rate, signal_one)
@@ -640,6 +646,17 @@ def _row(label: str, value: float, base: float | None, unit: str = "", fmt: str 
     return f"| {label:44s} | {b:>12s} | {v:>12s} | {ratio} |"
 
 
+class _Skipped(Exception):
+    """A figure left out by a flag."""
+
+
+def _failed(lines: list[str], name: str, error: Exception) -> None:
+    if isinstance(error, _Skipped):
+        return
+    traceback.print_exception(error, file=sys.stderr)
+    lines.append(f"| {name}: failed ({type(error).__name__}: {str(error)[:100]}) | | | |")
+
+
 async def main(args: argparse.Namespace) -> None:
     worker_args: list[str] = []
     print(f"# make bench — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs")
@@ -649,149 +666,176 @@ async def main(args: argparse.Namespace) -> None:
         f"pages at {args.pages} journeys; {args.idle} idle journeys"
     )
     lines = ["| figure | bare | journey | ratio |", "|---|---:|---:|---:|"]
-    if not args.skip_history:
-        from tests.bench_history import measure
+    try:
+        if not args.skip_history:
+            from tests.bench_history import measure
 
-        await measure("bare")  # warm-up
-        hist: dict[str, list[tuple[int, int, float]]] = {"bare": [], "journey": []}
-        for _ in range(args.rounds):
-            for kind in hist:
-                hist[kind].append(await measure(kind))
-        med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in hist.items()}
-        lines.append(
-            _row("course (time-skipping): events", med["journey"][0], med["bare"][0], fmt="{:.0f}")
-        )
-        lines.append(
-            _row(
-                "course (time-skipping): history KB",
-                med["journey"][1] / 1024,
-                med["bare"][1] / 1024,
-                fmt="{:.1f}",
-            )
-        )
-        lines.append(_row("course (time-skipping): wall s", med["journey"][2], med["bare"][2]))
-    async with stack() as s:
-        tp: dict[str, list[Throughput]] = {"bare": [], "journey": []}
-        for _ in range(args.rounds):
-            for kind in tp:
-                tp[kind].append(await throughput(s, kind, args.journeys, args.day, worker_args))
-                print(f"  . throughput {kind}: {tp[kind][-1]}", file=sys.stderr)
-
-        def med_tp(kind: str, get: Callable[[Throughput], float]) -> float:
-            return statistics.median(get(t) for t in tp[kind])
-
-        label = f"{args.journeys} journeys @ {args.day} s/day"
-        lines.append(
-            _row(
-                f"{label}: journeys/s",
-                med_tp("journey", lambda t: t.journeys_per_s),
-                med_tp("bare", lambda t: t.journeys_per_s),
-            )
-        )
-        lines.append(
-            _row(
-                f"{label}: simulated days/journey",
-                med_tp("journey", lambda t: t.sim_days),
-                med_tp("bare", lambda t: t.sim_days),
-                fmt="{:.1f}",
-            )
-        )
-        lines.append(
-            _row(f"{label}: no-shows", med_tp("journey", lambda t: t.no_shows), None, fmt="{:.0f}")
-        )
-        for proc in ("worker", "server", "postgres", "driver"):
-            lines.append(
-                _row(
-                    f"CPU ms per journey: {proc}",
-                    med_tp("journey", lambda t, p=proc: t.cpu.get(p, 0.0)) * 1000,
-                    med_tp("bare", lambda t, p=proc: t.cpu.get(p, 0.0)) * 1000,
-                    fmt="{:.0f}",
-                )
-            )
-        total = {
-            k: med_tp(k, lambda t: sum(v for p, v in t.cpu.items() if p != "driver")) for k in tp
-        }
-        lines.append(
-            _row(
-                "CPU ms per journey: worker+server+postgres",
-                total["journey"] * 1000,
-                total["bare"] * 1000,
-                fmt="{:.0f}",
-            )
-        )
-
-        if args.webhooks:
-            wh = {
-                kind: await webhooks(
-                    s, kind, args.webhooks, args.rate, args.webhook_day, worker_args
-                )
-                for kind in ("bare", "journey")
+            await measure("bare")  # warm-up
+            hist: dict[str, list[tuple[int, int, float]]] = {"bare": [], "journey": []}
+            for _ in range(args.rounds):
+                for kind in hist:
+                    hist[kind].append(await measure(kind))
+            med = {
+                k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in hist.items()
             }
             lines.append(
                 _row(
-                    f"webhooks: rate achieved /s (asked {args.rate})",
-                    wh["journey"].rate,
-                    wh["bare"].rate,
+                    "course (time-skipping): events",
+                    med["journey"][0],
+                    med["bare"][0],
+                    fmt="{:.0f}",
+                )
+            )
+            lines.append(
+                _row(
+                    "course (time-skipping): history KB",
+                    med["journey"][1] / 1024,
+                    med["bare"][1] / 1024,
                     fmt="{:.1f}",
                 )
             )
-            for q, name in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
-                lines.append(
-                    _row(
-                        f"webhook accepted {name} ms (bare: signal)",
-                        _pct(wh["journey"].accepted, q),
-                        _pct(wh["bare"].accepted, q),
-                        fmt="{:.1f}",
-                    )
-                )
-            for q, name in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
-                lines.append(
-                    _row(
-                        f"webhook visible in read model {name} ms",
-                        _pct(wh["journey"].visible, q),
-                        None,
-                        fmt="{:.1f}",
-                    )
-                )
+            lines.append(_row("course (time-skipping): wall s", med["journey"][2], med["bare"][2]))
+    except Exception as error:  # one failed figure must not lose the others
+        _failed(lines, "time-skipping course", error)
+    async with stack() as s:
+        try:
+            if args.skip_throughput:
+                raise _Skipped
+            tp: dict[str, list[Throughput]] = {"bare": [], "journey": []}
+            for _ in range(args.rounds):
+                for kind in tp:
+                    tp[kind].append(await throughput(s, kind, args.journeys, args.day, worker_args))
+                    print(f"  . throughput {kind}: {tp[kind][-1]}", file=sys.stderr)
+
+            def med_tp(kind: str, get: Callable[[Throughput], float]) -> float:
+                return statistics.median(get(t) for t in tp[kind])
+
+            label = f"{args.journeys} journeys @ {args.day} s/day"
             lines.append(
                 _row(
-                    "webhooks answered/visible/errors",
-                    len(wh["journey"].accepted),
+                    f"{label}: journeys/s",
+                    med_tp("journey", lambda t: t.journeys_per_s),
+                    med_tp("bare", lambda t: t.journeys_per_s),
+                )
+            )
+            lines.append(
+                _row(
+                    f"{label}: simulated days/journey",
+                    med_tp("journey", lambda t: t.sim_days),
+                    med_tp("bare", lambda t: t.sim_days),
+                    fmt="{:.1f}",
+                )
+            )
+            lines.append(
+                _row(
+                    f"{label}: no-shows",
+                    med_tp("journey", lambda t: t.no_shows),
                     None,
                     fmt="{:.0f}",
-                )[:-10]
-                + f" {len(wh['journey'].visible)}/{wh['journey'].errors} |"
+                )
             )
-            for proc in ("api", "worker", "server", "postgres"):
+            for proc in ("worker", "server", "postgres", "driver"):
                 lines.append(
                     _row(
-                        f"CPU ms per webhook: {proc}",
-                        wh["journey"].cpu.get(proc, 0.0) * 1000,
-                        wh["bare"].cpu.get(proc, 0.0) * 1000 if proc != "api" else None,
-                        fmt="{:.1f}",
+                        f"CPU ms per journey: {proc}",
+                        med_tp("journey", lambda t, p=proc: t.cpu.get(p, 0.0)) * 1000,
+                        med_tp("bare", lambda t, p=proc: t.cpu.get(p, 0.0)) * 1000,
+                        fmt="{:.0f}",
                     )
                 )
-        if args.idle:
-            mem = {k: await idle_memory(s, k, args.idle, worker_args) for k in ("bare", "journey")}
+            total = {
+                k: med_tp(k, lambda t: sum(v for p, v in t.cpu.items() if p != "driver"))
+                for k in tp
+            }
             lines.append(
                 _row(
-                    "worker memory per idle journey KB",
-                    mem["journey"] / 1024,
-                    mem["bare"] / 1024,
+                    "CPU ms per journey: worker+server+postgres",
+                    total["journey"] * 1000,
+                    total["bare"] * 1000,
                     fmt="{:.0f}",
                 )
             )
-    if args.pages:
-        from tests.bench_pages import measure as pages
+        except Exception as error:  # one failed figure must not lose the others
+            _failed(lines, "throughput", error)
 
-        for label, median, p95, size in await pages(args.pages, args.page_rounds):
-            if (
-                label.startswith(("/ (overview)", "/journeys ", "/journeys?stage", "/live"))
-                or label == "/journeys"
-            ):
+        try:
+            if args.webhooks:
+                wh = {
+                    kind: await webhooks(
+                        s, kind, args.webhooks, args.rate, args.webhook_day, worker_args
+                    )
+                    for kind in ("bare", "journey")
+                }
                 lines.append(
-                    f"| page {label} @ {args.pages}: median / p95 ms, KB | — | {median:.1f} / {p95:.1f}, {size / 1024:.0f} | |"
+                    _row(
+                        f"webhooks: rate achieved /s (asked {args.rate})",
+                        wh["journey"].rate,
+                        wh["bare"].rate,
+                        fmt="{:.1f}",
+                    )
                 )
+                for q, name in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
+                    lines.append(
+                        _row(
+                            f"webhook accepted {name} ms (bare: update)",
+                            _pct(wh["journey"].accepted, q),
+                            _pct(wh["bare"].accepted, q),
+                            fmt="{:.1f}",
+                        )
+                    )
+                for q, name in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
+                    lines.append(
+                        _row(
+                            f"webhook visible in read model {name} ms",
+                            _pct(wh["journey"].visible, q),
+                            None,
+                            fmt="{:.1f}",
+                        )
+                    )
+                lines.append(
+                    f"| webhooks answered / visible / errors | — | {len(wh['journey'].accepted)} /"
+                    f" {len(wh['journey'].visible)} / {wh['journey'].errors} | |"
+                )
+                for proc in ("api", "worker", "server", "postgres"):
+                    lines.append(
+                        _row(
+                            f"CPU ms per webhook: {proc}",
+                            wh["journey"].cpu.get(proc, 0.0) * 1000,
+                            wh["bare"].cpu.get(proc, 0.0) * 1000 if proc != "api" else None,
+                            fmt="{:.1f}",
+                        )
+                    )
+        except Exception as error:  # one failed figure must not lose the others
+            _failed(lines, "webhooks", error)
+        try:
+            if args.idle:
+                mem = {
+                    k: await idle_memory(s, k, args.idle, worker_args) for k in ("bare", "journey")
+                }
+                lines.append(
+                    _row(
+                        "worker memory per idle journey KB",
+                        mem["journey"] / 1024,
+                        mem["bare"] / 1024,
+                        fmt="{:.0f}",
+                    )
+                )
+        except Exception as error:  # one failed figure must not lose the others
+            _failed(lines, "idle memory", error)
+    try:
+        if args.pages:
+            from tests.bench_pages import measure as pages
+
+            for label, median, p95, size in await pages(args.pages, args.page_rounds):
+                if (
+                    label.startswith(("/ (overview)", "/journeys ", "/journeys?stage", "/live"))
+                    or label == "/journeys"
+                ):
+                    lines.append(
+                        f"| page {label} @ {args.pages}: median / p95 ms, KB | — | {median:.1f} / {p95:.1f}, {size / 1024:.0f} | |"
+                    )
+    except Exception as error:  # one failed figure must not lose the others
+        _failed(lines, "pages", error)
     print("\n".join(lines))
 
 
@@ -811,6 +855,7 @@ def cli() -> None:
     parser.add_argument("--page-rounds", type=int, default=20)
     parser.add_argument("--idle", type=int, default=200, help="idle journeys; 0 skips (200)")
     parser.add_argument("--skip-history", action="store_true", help="no time-skipping course")
+    parser.add_argument("--skip-throughput", action="store_true", help="no concurrent journeys")
     parser.add_argument("--serve-bare", metavar="TASK_QUEUE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
