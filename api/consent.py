@@ -354,6 +354,15 @@ async def record_paper(
         raise InvalidRequest(
             "body.version", "unknown_version", f"The clinic has no consent version {version}."
         )
+    required = await service.db(required_version(service.pool, clinic_id))
+    if required is not None and version != required:
+        # A journey started after the requirement does not know it (the journey takes any
+        # version until require_consent names one): the door refuses an outdated paper.
+        raise InvalidRequest(
+            "body.version",
+            "not_required_version",
+            f"The clinic requires consent version {required}; this paper is version {version}.",
+        )
     at = signed_at or datetime.now(UTC)
     row = await service.db(
         service.pool.fetchrow(

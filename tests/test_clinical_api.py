@@ -152,7 +152,13 @@ async def test_consent_gate_new_version_and_withdrawal(stack: Stack) -> None:
     run = await eventually(finished_again)
     assert (run["asked"], run["skipped"]) == (0, 1)
 
-    # Staff record a paper consent of v2 (reception may).
+    # A paper of an outdated version is refused at the door; v2 is recorded (reception may).
+    r = await s.http.post(
+        f"/api/journeys/{patient_id}/consent/paper",
+        json={"version": "v1", "reference": "old binder"},
+        headers=s.auth(s.staff),
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["rule"] == "not_required_version"
     r = await s.http.post(
         f"/api/journeys/{patient_id}/consent/paper",
         json={"version": "v2", "reference": "binder 4, page 12"},
