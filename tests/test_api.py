@@ -239,11 +239,13 @@ async def test_controls_and_refusals(stack: Stack) -> None:
     detail = (await stack.http.get(base, headers=stack.auth())).json()
     first = date.fromisoformat(detail["sessions"][0]["planned_on"])
 
+    # The pre-session check is a clinician's (or an admin's), issue 16: reception gets 403.
+    check = {"session_number": 1, "answers": {}}
     r = await stack.http.post(
-        f"{base}/pre-session-check",
-        json={"session_number": 1, "answers": {}},
-        headers=stack.auth(stack.staff),
+        f"{base}/pre-session-check", json=check, headers=stack.auth(stack.staff)
     )
+    assert r.status_code == 403 and r.json()["detail"][0]["rule"] == "forbidden"
+    r = await stack.http.post(f"{base}/pre-session-check", json=check, headers=stack.auth())
     assert r.status_code == 200, r.text
     assert r.json()["cleared"] is True
 
@@ -608,20 +610,25 @@ async def test_webhook_fact_the_journey_cannot_apply_is_kept_not_acknowledged(
     # Staff resolve #1 (session 2 reported while session 1 was next): applying it is still
     # refused with the journey's reasons; dismissing it settles it, once.
     resolve = f"{base}/anomalies/1/resolve"
+    # Resolving a kept fact is a clinician's or an admin's (issue 16): reception gets 403.
     r = await stack.http.post(
-        resolve, json={"action": "apply", "note": "EMR resent"}, headers=stack.auth(stack.staff)
+        resolve, json={"action": "dismiss", "note": "x"}, headers=stack.auth(stack.staff)
+    )
+    assert r.status_code == 403 and r.json()["detail"][0]["rule"] == "forbidden"
+    r = await stack.http.post(
+        resolve, json={"action": "apply", "note": "EMR resent"}, headers=stack.auth()
     )
     assert r.status_code == 409 and r.json()["error"] == "ResolveAnomalyRefused", r.text
     assert r.json()["detail"][0]["rule"] == "not_expecting_session"
     r = await stack.http.post(
         resolve,
         json={"action": "dismiss", "note": "Wrong session number from the EMR"},
-        headers=stack.auth(stack.staff),
+        headers=stack.auth(),
     )
     assert r.status_code == 200, r.text
     assert r.json() == {"anomaly_id": 1, "resolution": "dismissed", "stage": "recovery"}
     r = await stack.http.post(
-        resolve, json={"action": "dismiss", "note": "again"}, headers=stack.auth(stack.staff)
+        resolve, json={"action": "dismiss", "note": "again"}, headers=stack.auth()
     )
     assert r.status_code == 409 and r.json()["detail"][0]["rule"] == "no_such_anomaly"
     r = await stack.http.post(

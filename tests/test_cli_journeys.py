@@ -203,7 +203,12 @@ async def test_staff_disable_revokes_the_token_and_ends_sessions(cli: Cli) -> No
     assert session is not None
     r = await cli.run("staff", "disable", str(staff_id), "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout) == {"id": staff_id, "disabled": True, "sessions_ended": 1}
+    assert json.loads(r.stdout) == {
+        "id": staff_id,
+        "disabled": True,
+        "sessions_ended": 1,
+        "tokens_revoked": 0,
+    }
     assert await get_session(cli.pool, session_id) is None
     token = json.loads(added.stdout)["token"]
     assert await repository.get_staff_by_token(cli.pool, token) is None

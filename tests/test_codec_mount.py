@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from fastapi.testclient import TestClient
 
 from activities.repository import StaffRow
+from api.access.enforce import enforce
 from api.deps import get_codec_staff
 from api.main import create_app
 from tests.test_api import make_settings
@@ -30,7 +31,14 @@ def _client(**settings: object) -> TestClient:
         )
 
     app.dependency_overrides[get_codec_staff] = staff
+    # The app-wide permission check (issue 16) needs the database: it stands aside here too;
+    # tests/test_access_routes.py proves the codec needs codec.use.
+    app.dependency_overrides[enforce] = _admitted
     return TestClient(app)
+
+
+async def _admitted() -> None:
+    return None
 
 
 def test_without_keys_the_codec_answers_503_with_the_reason() -> None:

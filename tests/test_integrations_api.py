@@ -51,7 +51,8 @@ class Api:
 
     async def fhir(self, path: str, status: int = 200) -> dict[str, Any]:
         url = path if path.startswith("http") else f"/fhir/R4/{path}"
-        r = await self.http.get(url, headers=self.auth())
+        # FHIR reads are exports (issue 16: export.read, a manager's or an admin's).
+        r = await self.http.get(url, headers=self.auth(self.admin))
         assert r.status_code == status, r.text
         assert r.headers["content-type"].startswith(FHIR)
         body: dict[str, Any] = r.json()
@@ -231,6 +232,9 @@ async def test_fhir_needs_a_staff_token(api: Api) -> None:
     patient_token = make_patient_token(api.settings, j.patient_id)
     r = await api.http.get(f"/fhir/R4/Patient/{fid}", headers=api.auth(patient_token))
     assert r.status_code == 403
+    # Reception may not export (issue 16): 403 naming the permission.
+    r = await api.http.get(f"/fhir/R4/Patient/{fid}", headers=api.auth())
+    assert r.status_code == 403 and "export.read" in r.json()["detail"][0]["message"]
 
 
 def parse_ics(body: bytes) -> tuple[Calendar, list[Any]]:

@@ -168,7 +168,8 @@ async def test_reported_problems_feed_the_gauge_and_the_stuck_page(
             await refresher
 
         # The dashboard page lists it with a link to the journey page.
-        _, token = await create_staff_user(pg_pool, "Rita Reception", "staff")
+        # The stuck journeys are a report (issue 16: reports.view, a manager's).
+        _, token = await create_staff_user(pg_pool, "Mia Manager", "manager")
         app = create_app(
             make_settings(
                 database_url=pg_dsn,

@@ -80,6 +80,7 @@ class Site:
     settings: Settings
     staff_token: str
     browser: Browser
+    clinician_token: str
 
 
 def _free_port() -> int:
@@ -117,6 +118,7 @@ async def site(
     )
     await repository.upsert_clinic(pg_pool, FAST_PROTOCOL)
     _, token = await repository.create_staff_user(pg_pool, "Rita Reception", "staff")
+    _, clinician = await repository.create_staff_user(pg_pool, "Cleo Clinician", "clinician")
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     )
@@ -135,6 +137,7 @@ async def site(
                     settings,
                     token,
                     browser,
+                    clinician,
                 )
                 await browser.close()
         finally:
@@ -174,14 +177,14 @@ async def shot(page: Page, name: str) -> None:
     await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-async def login(site: Site, page: Page) -> None:
+async def login(site: Site, page: Page, token: str | None = None) -> None:
     await page.goto(site.base + "/")
     await expect(page).to_have_url(f"{site.base}/login?next=%2F")
     await page.get_by_label("Staff token").fill("not-a-token")
     await page.get_by_role("button", name="Log in").click()
     await expect(page.locator("#login-error")).to_contain_text("not valid")
     await shot(page, "login")
-    await page.get_by_label("Staff token").fill(site.staff_token)
+    await page.get_by_label("Staff token").fill(token or site.staff_token)
     await page.get_by_role("button", name="Log in").click()
     await expect(page.get_by_role("heading", name="Overview")).to_be_visible()
 
@@ -314,6 +317,14 @@ async def test_staff_dashboard(site: Site) -> None:
         r = await http.post("/api/integrations/session-completed", content=body, headers=headers)
     assert r.status_code == 409 and r.json()["error"] == "FactKeptForStaff", r.text
     await page.goto(f"{site.base}/journeys/{chloe.patient_id}")
+    # Resolving a kept fact is a clinician's (issue 16): reception sees no form for it.
+    await expect(page.locator("#live-summary")).to_contain_text("Resolve anomaly #1")
+    await expect(page.locator("#form-anomaly-1")).to_have_count(0)
+    reception = context
+    context = await site.browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    await login(site, page, site.clinician_token)
+    await page.goto(f"{site.base}/journeys/{chloe.patient_id}")
     kept = page.locator("#form-anomaly-1")
     await expect(kept).to_contain_text("session completed")
     await expect(kept.locator('li[data-rule="not_expecting_session"]')).to_be_visible()
@@ -332,14 +343,15 @@ async def test_staff_dashboard(site: Site) -> None:
     await expect(page.locator("#flash")).to_have_text("The kept fact was dismissed.")
     await expect(page.locator("#anomalies")).to_have_count(0)
     resolved = page.locator('.timeline li[data-kind="anomaly_resolved"]')
-    await expect(resolved).to_contain_text("Anomaly #1 dismissed by staff:")
-    await expect(resolved).to_contain_text("Rita Reception: Booking system sent it twice")
+    await expect(resolved).to_contain_text("Anomaly #1 dismissed by clinician:")
+    await expect(resolved).to_contain_text("Cleo Clinician: Booking system sent it twice")
     await expect(page.locator("#live-summary")).not_to_contain_text("Resolve anomaly #1")
     # The status lists open anomalies only; the timeline keeps the resolution.
     st = await read_status(site, chloe.patient_id, lambda s: not s.anomalies)
     assert not any("anomaly" in t for t in st.clinician_tasks)
     await shot(page, "journey-anomaly-resolved")
     await context.close()
+    await reception.close()
 
 
 async def test_patient_page_on_phone(site: Site) -> None:

@@ -32,6 +32,7 @@ from api.fhir.resources import FhirIdError, our_patient_id
 from api.service import JourneyNotFound
 from api.tokens import InvalidPatientToken, verify_patient_token
 from worker.settings import Settings
+from workflows.ids import workflow_id
 
 __all__ = [
     "AccessDenied",
@@ -132,6 +133,19 @@ async def authenticate(request: Request) -> store.Principal | None:
 
 
 def _patient_named(request: Request, path: str) -> str | None:
+    """The patient a request names, if it is a well-formed id (a malformed one cannot exist:
+    the route answers it as an unknown journey, and it never reaches SQL here)."""
+    found = _named(request, path)
+    if found is None:
+        return None
+    try:
+        workflow_id(found)
+    except ValueError:
+        return None
+    return found
+
+
+def _named(request: Request, path: str) -> str | None:
     params = request.path_params
     if "patient_id" in params:
         return str(params["patient_id"])

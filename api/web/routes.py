@@ -27,7 +27,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Final, cast
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -286,7 +286,23 @@ def _render(
     if fresh:
         _set_csrf_cookie(request, response, csrf)
     _security_headers(response)
+    _allow_provider_logout(request, response)
     return response
+
+
+def _allow_provider_logout(request: Request, response: Response) -> None:
+    """The logout form ends at the sign-in provider's end-session page for a member who signed
+    in there (api/access/oidc.py): ``form-action`` admits that origin too."""
+    access = getattr(request.app.state, "access", None)
+    issuer = access.oidc_issuer if access is not None and access.oidc_enabled else None
+    if not issuer:
+        return
+    parts = urlsplit(issuer)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    policy = response.headers["Content-Security-Policy"]
+    response.headers["Content-Security-Policy"] = policy.replace(
+        "form-action 'self'", f"form-action 'self' {origin}"
+    )
 
 
 def _error_page(request: Request, status_code: int, title: str, message: str) -> HTMLResponse:
