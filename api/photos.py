@@ -133,6 +133,7 @@ def clean_photo(
                 )
             opened.load()
             upright = ImageOps.exif_transpose(opened)
+            upright.info = {}  # the PNG writer falls back to it for an ICC profile
             out = io.BytesIO()
             # Saved without exif=, icc_profile= or pnginfo=: nothing but the pixels is written.
             if media_type == "image/jpeg":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -15,9 +16,17 @@ from typing import Any
 
 import pytest
 import uvicorn
+from PIL import Image, PngImagePlugin
 from pydantic import SecretStr
 
-from api.photos import LocalPhotoStore, PhotoSettings, S3PhotoStore, sigv4_headers
+from api.photos import (
+    LocalPhotoStore,
+    PhotoRefused,
+    PhotoSettings,
+    S3PhotoStore,
+    clean_photo,
+    sigv4_headers,
+)
 from tests.test_api import FAST_SCALE, Stack, enrol, stack
 from tests.test_clinical_api import gps_jpeg, in_read_model
 
@@ -25,6 +34,26 @@ __all__ = ["stack"]
 
 KEY_ID, SECRET, REGION, BUCKET = "AKIDTEST", "test-secret-key", "eu-test-1", "photos-bucket"
 EMPTY = hashlib.sha256(b"").hexdigest()
+
+
+def test_png_metadata_is_dropped_and_orientation_applied() -> None:
+    img = Image.new("RGB", (30, 10), (10, 20, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    exif.get_ifd(0x8825)[2] = (48.0, 51.0, 30.0)
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Comment", "taken at 12 Example Street")
+    out = io.BytesIO()
+    img.save(out, "PNG", exif=exif, pnginfo=text, icc_profile=b"icc" * 20)
+    cleaned = clean_photo(
+        out.getvalue(), declared_type="image/png", max_bytes=10**6, max_pixels=10**6
+    )
+    again = Image.open(io.BytesIO(cleaned.data))
+    assert again.info == {} and not again.getexif()
+    assert b"Example Street" not in cleaned.data and b"icc" * 20 not in cleaned.data
+    assert (cleaned.width, cleaned.height) == (10, 30) == again.size  # upright
+    with pytest.raises(PhotoRefused, match="pixels"):
+        clean_photo(out.getvalue(), declared_type=None, max_bytes=10**6, max_pixels=100)
 
 
 def test_sigv4_matches_the_aws_example() -> None:
