@@ -723,7 +723,7 @@ async def stuck(request: Request) -> Response:
     """Journeys whose workflow task keeps failing (a bug): they stall silently otherwise."""
     staff = await _page_staff(request)
     client = await request.app.state.temporal.get()
-    context = await stuck_context(client, _pool(request))
+    context = await stuck_context(client, _pool(request), clinics=_scope(request))
     return _render(request, "stuck.html", {**context, "staff": staff, "page": "stuck"})
 
 

@@ -19,9 +19,14 @@ __all__ = ["stuck_context"]
 
 
 async def stuck_context(
-    client: Client, pool: asyncpg.Pool, *, limit: int = SCAN_LIMIT
+    client: Client,
+    pool: asyncpg.Pool,
+    *,
+    limit: int = SCAN_LIMIT,
+    clinics: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Template context of ``stuck.html``.
+    """Template context of ``stuck.html``; ``clinics``: only journeys whose read-model row is
+    in these clinics (the member's scope, issue 16; None: every journey).
 
     Raises:
         ServiceUnavailable: Temporal did not answer (the page shows the usual 503).
@@ -37,6 +42,8 @@ async def stuck_context(
             if journey.patient_id is not None
             else None
         )
+        if clinics is not None and (row is None or row.clinic_id not in clinics):
+            continue
         stuck.append(
             {
                 "journey": journey,
