@@ -231,21 +231,25 @@ async def timed(http: httpx.AsyncClient, url: str, rounds: int) -> tuple[list[fl
 
 
 async def measure(
-    n: int, rounds: int
+    n: int, rounds: int, dsn: str | None = None
 ) -> tuple[dict[str, int], list[tuple[str, float, float, int]]]:
-    """Seed ``n`` journeys and time each report URL: (label, median ms, p95 ms, bytes)."""
+    """Seed ``n`` journeys and time each report URL: (label, median ms, p95 ms, bytes).
+    With ``dsn``, time a database this script seeded before (no new server, no seeding)."""
     results: list[tuple[str, float, float, int]] = []
-    folder = Path(tempfile.mkdtemp(prefix="bench-reports-"))
-    pg = EmbeddedPostgres(folder / "pg")
-    admin = await asyncio.to_thread(pg.start)
+    pg: EmbeddedPostgres | None = None
+    counts: dict[str, int] = {}
     try:
-        await create_database(admin, "bench")
-        dsn = pg.dsn("bench")
+        if dsn is None:
+            pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="bench-reports-")) / "pg")
+            admin = await asyncio.to_thread(pg.start)
+            await create_database(admin, "bench")
+            dsn = pg.dsn("bench")
         pool = await create_pool(dsn)
         await migrate(pool)
-        t0 = time.perf_counter()
-        counts = await seed(pool, n)
-        counts["seed_seconds"] = round(time.perf_counter() - t0)
+        if pg is not None:
+            t0 = time.perf_counter()
+            counts = await seed(pool, n)
+            counts["seed_seconds"] = round(time.perf_counter() - t0)
         _, token = await repository.create_staff_user(pool, "Bench", "admin")
         await pool.close()
         settings = Settings(  # type: ignore[call-arg]
@@ -284,13 +288,14 @@ async def measure(
                 p95 = ms[min(len(ms) - 1, int(len(ms) * 0.95))]
                 results.append((label, statistics.median(ms), p95, size))
     finally:
-        await asyncio.to_thread(pg.stop)
+        if pg is not None:
+            await asyncio.to_thread(pg.stop)
     return counts, results
 
 
-async def main(n: int, rounds: int) -> None:
+async def main(n: int, rounds: int, dsn: str | None) -> None:
     print(f"{n} journeys, {rounds} requests each (in-process ASGI, embedded PostgreSQL)")
-    counts, results = await measure(n, rounds)
+    counts, results = await measure(n, rounds, dsn)
     print("  seeded: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for label, median, p95, size in results:
         print(f"  {label:40} median {median:7.1f} ms   p95 {p95:7.1f} ms   {size / 1024:6.0f} KB")
@@ -300,5 +305,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--journeys", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--dsn", help="a database seeded by an earlier run (kept running)")
     args = parser.parse_args()
-    asyncio.run(main(args.journeys, args.rounds))
+    asyncio.run(main(args.journeys, args.rounds, args.dsn))

@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
-from typing import Any, cast, get_args
+from typing import Any, cast
 
 import asyncpg
 import httpx
@@ -373,8 +373,8 @@ async def test_reception_is_refused_and_a_login_is_asked(
 ) -> None:
     await seed(pg_pool)
     http = await app_for("staff")
-    page = await http.get(f"/reports?{QUERY}")
-    assert page.status_code == 403 and "managers and administrators" in page.text
+    page = await http.get(f"/reports?{QUERY}")  # refused by issue 16's reports.view first
+    assert page.status_code == 403 and "Clinic reports" not in page.text
     assert (await http.get(f"/reports/outcomes.csv?{QUERY}")).status_code == 403
     assert (await http.get(f"/reports/export/journeys.csv?{QUERY}")).status_code == 403
     assert 'href="/reports"' not in (await http.get("/")).text
@@ -383,14 +383,25 @@ async def test_reception_is_refused_and_a_login_is_asked(
     assert r.status_code == 303 and r.headers["location"].startswith("/login?next=")
 
 
-async def test_a_manager_sees_the_reports(pg_pool: asyncpg.Pool, app_for: Any) -> None:
-    if "manager" not in get_args(repository.StaffRole):
-        pytest.skip("the manager role arrives with issue 16's staff roles")
+async def test_a_manager_sees_the_reports_of_her_clinics(
+    pg_pool: asyncpg.Pool, app_for: Any
+) -> None:
     await seed(pg_pool)
     http = await app_for("manager")
     page = await http.get(f"/reports?{QUERY}")
     assert page.status_code == 200 and "Clinic reports" in page.text
     assert parse_csv(await http.get(f"/reports/export/outcomes.csv?{QUERY}"))
+    # Scoped to Berlin (issue 16): "every clinic" is every clinic she sees, others are refused.
+    await pg_pool.execute("UPDATE staff_users SET clinics = ARRAY['berlin'] WHERE role = 'manager'")
+    every = "from=2027-03-01&to=2027-03-28"
+    journeys = parse_csv(await http.get(f"/reports/export/journeys.csv?{every}"))
+    assert sorted(r["patient_id"] for r in journeys) == ["p_a", "p_c", "p_d", "p_i"]
+    page = await http.get(f"/reports?{every}")
+    assert page.status_code == 200 and 'value="default"' not in page.text
+    sessions = parse_csv(await http.get(f"/reports/sessions-per-week.csv?{every}"))
+    assert [r["completed"] for r in sessions] == ["1", "1", "0", "1"]  # no G (default clinic)
+    refused = await http.get("/reports?clinic=default")
+    assert refused.status_code == 422 and "There is no such clinic." in refused.text
 
 
 def test_weeks_cover_the_range() -> None:
@@ -400,3 +411,18 @@ def test_weeks_cover_the_range() -> None:
         date(2027, 3, 15),
     ]
     assert json.dumps(BERLIN.bounds()[0].isoformat()) == '"2027-03-01T00:00:00+01:00"'
+
+
+async def test_a_long_range_is_counted_by_month(pg_pool: asyncpg.Pool) -> None:
+    await seed(pg_pool)
+    long = ReportFilter(None, date(2026, 9, 1), date(2027, 3, 31), "UTC")
+    assert long.bucket == "month" and BERLIN.bucket == "week"
+    reports = by_name(await report_data.build_reports(pg_pool, long))
+    sessions = reports["sessions-per-week"]
+    assert sessions.title == "Sessions per month" and sessions.columns[0] == "month"
+    assert column(sessions, "month") == [
+        "2026-09", "2026-10", "2026-11", "2026-12", "2027-01", "2027-02", "2027-03",
+    ]  # fmt: skip
+    assert column(sessions, "completed") == [0, 1, 0, 0, 0, 0, 4]  # E; H, G, A, B
+    enrolled = column(reports["journeys-by-stage"], "enrolled")
+    assert enrolled == [1, 1, 0, 0, 0, 2, 5]  # F; E; H, B (UTC); A, C, D, G, I

@@ -11,6 +11,7 @@ under each chart and in its CSV: the picture is never the only way to read them.
 from __future__ import annotations
 
 import base64
+import math
 from typing import Final
 
 import pygal
@@ -77,6 +78,7 @@ def chart_svg(table: ReportTable) -> str | None:
     config.truncate_legend = -1
     config.truncate_label = -1
     config.margin = 12
+    config.explicit_size = True  # width and height on <svg>: the image keeps its ratio
     chart: pygal.Bar | pygal.StackedBar | pygal.Line
     if table.kind == "stacked":
         chart = pygal.StackedBar(config)
@@ -92,9 +94,25 @@ def chart_svg(table: ReportTable) -> str | None:
         chart.x_label_rotation = 30
         chart.x_labels_major_every = max(1, len(labels) // 8)
         chart.show_minor_x_labels = False
+    elif any(len(label) > 10 for label in labels):
+        chart.x_label_rotation = 20
+    top = 0.0
     for name in table.series:
         column = table.columns.index(name)
-        chart.add(name, [_number(row[column]) for row in table.rows])
+        values = [_number(row[column]) for row in table.rows]
+        chart.add(name, values)
+        top = max([top, *(v for v in values if v is not None)])
+    if table.kind == "stacked":
+        top = max(
+            [top]
+            + [
+                sum(_number(row[table.columns.index(n)]) or 0.0 for n in table.series)
+                for row in table.rows
+            ]
+        )
+    if table.kind != "line":  # counts: whole-number ticks, at most about ten
+        step = max(1, math.ceil(top / 10))
+        chart.y_labels = list(range(0, int(top) + step + 1, step))
     return str(chart.render(is_unicode=True))
 
 

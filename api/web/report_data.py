@@ -16,11 +16,12 @@ Nothing here knows HTTP or templates: ``api.web.reports`` renders these tables.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
@@ -44,7 +45,8 @@ __all__ = [
     "satisfaction_source",
 ]
 
-MAX_RANGE_DAYS: Final = 2 * 366  # two years of weekly bars at most
+MAX_RANGE_DAYS: Final = 2 * 366  # two years at most
+WEEKLY_MAX_DAYS: Final = 190  # longer ranges are counted by month
 GRADES: Final = (1, 2, 3, 4, 5)
 SEVERITIES: Final = ("mild", "moderate", "severe")
 # Time from enrolment to the first completed session, in days: (label, lowest day, next bucket).
@@ -67,12 +69,14 @@ SATISFACTION_TIMES: Final = ("answered_at", "recorded_at", "created_at", "submit
 @dataclass(frozen=True)
 class ReportFilter:
     """Which journeys and dates a report covers: ``start``..``end`` inclusive, as calendar dates
-    in ``timezone`` (the clinic's; UTC for every clinic); ``clinic_id`` None for every clinic."""
+    in ``timezone`` (the clinic's; UTC for every clinic); ``clinic_id`` None for every clinic
+    the reader may see: ``scope``, the staff member's clinics (issue 16), None for all."""
 
     clinic_id: str | None
     start: date
     end: date
     timezone: str = "UTC"
+    scope: tuple[str, ...] | None = None
 
     def bounds(self) -> tuple[datetime, datetime]:
         """``[start 00:00, end + 1 day 00:00)`` in the filter's zone, as aware datetimes."""
@@ -82,10 +86,30 @@ class ReportFilter:
             datetime.combine(self.end + timedelta(days=1), time(), tz),
         )
 
+    @property
+    def bucket(self) -> str:
+        """``week`` for up to about six months, ``month`` beyond (a readable chart, a light
+        page: two years are 24 bars, not 105)."""
+        return "week" if (self.end - self.start).days < WEEKLY_MAX_DAYS else "month"
+
     def weeks(self) -> list[date]:
         """The Mondays of every week the range touches."""
         first = self.start - timedelta(days=self.start.weekday())
         return [first + timedelta(weeks=i) for i in range((self.end - first).days // 7 + 1)]
+
+    def periods(self) -> list[date]:
+        """The first day of every bucket (week or month) the range touches."""
+        if self.bucket == "week":
+            return self.weeks()
+        out: list[date] = []
+        month = self.start.replace(day=1)
+        while month <= self.end:
+            out.append(month)
+            month = (month + timedelta(days=32)).replace(day=1)
+        return out
+
+    def label(self, period: date) -> str:
+        return period.isoformat() if self.bucket == "week" else f"{period:%Y-%m}"
 
 
 Cell = str | int | float | None
@@ -110,12 +134,22 @@ class ReportTable:
 # ------------------------------------------------------------------ SQL helpers
 
 
+def _clinic_sql(flt: ReportFilter, args: list[Any], alias: str = "j") -> str | None:
+    """``<alias>.clinic_id = $n`` for one clinic, ``= ANY($n)`` for the reader's clinics, None
+    for every clinic (no OR-NULL: each shape gets a plain plan)."""
+    if flt.clinic_id is not None:
+        args.append(flt.clinic_id)
+        return f"{alias}.clinic_id = ${len(args)}"
+    if flt.scope is not None:
+        args.append(list(flt.scope))
+        return f"{alias}.clinic_id = ANY(${len(args)}::text[])"
+    return None
+
+
 def _scope(flt: ReportFilter, args: list[Any], alias: str = "j") -> str:
-    """``AND <alias>.clinic_id = $n`` when one clinic is asked (no OR-NULL: a plain plan)."""
-    if flt.clinic_id is None:
-        return ""
-    args.append(flt.clinic_id)
-    return f" AND {alias}.clinic_id = ${len(args)}"
+    """``AND <clinic condition>``, or nothing for every clinic."""
+    condition = _clinic_sql(flt, args, alias)
+    return "" if condition is None else f" AND {condition}"
 
 
 def _events(flt: ReportFilter, args: list[Any], kinds: Sequence[str]) -> str:
@@ -133,22 +167,19 @@ def _events(flt: ReportFilter, args: list[Any], kinds: Sequence[str]) -> str:
         else "e.kind IN (" + ", ".join(f"'{k}'" for k in kinds) + ")"
     )
     join = ""
-    if flt.clinic_id is not None:
-        args.append(flt.clinic_id)
-        join = f" JOIN journeys j ON j.workflow_id = e.workflow_id AND j.clinic_id = ${len(args)}"
+    condition = _clinic_sql(flt, args)
+    if condition is not None:
+        join = f" JOIN journeys j ON j.workflow_id = e.workflow_id AND {condition}"
     return (
         f"journey_events e{join}"
         f" WHERE {kind} AND e.occurred_at >= ${lo_n} AND e.occurred_at < ${hi_n}"
     )
 
 
-def _week_sql(column: str) -> str:
-    """The Monday of ``column``'s week in the zone ``$1``."""
-    return f"date_trunc('week', {column} AT TIME ZONE $1)::date"
-
-
-def _week_label(monday: date) -> str:
-    return monday.isoformat()
+def _period_sql(flt: ReportFilter, column: str) -> str:
+    """The first day of ``column``'s week or month in the zone ``$1``."""
+    assert flt.bucket in ("week", "month")
+    return f"date_trunc('{flt.bucket}', {column} AT TIME ZONE $1)::date"
 
 
 async def _weekly(
@@ -158,7 +189,7 @@ async def _weekly(
     args: list[Any] = [flt.timezone]
     rows = await conn.fetch(
         f"""
-        SELECT {_week_sql("e.occurred_at")} AS week, {by} AS key, count(*) AS n
+        SELECT {_period_sql(flt, "e.occurred_at")} AS week, {by} AS key, count(*) AS n
         FROM {_events(flt, args, kinds)}
         GROUP BY 1, 2
         """,
@@ -176,7 +207,7 @@ async def journeys_by_stage(conn: Conn, flt: ReportFilter) -> ReportTable:
     scope = _scope(flt, args)
     rows = await conn.fetch(
         f"""
-        SELECT {_week_sql("e.occurred_at")} AS week, j.stage, count(*) AS n
+        SELECT {_period_sql(flt, "e.occurred_at")} AS week, j.stage, count(*) AS n
         FROM journey_events e JOIN journeys j ON j.workflow_id = e.workflow_id
         WHERE e.kind = 'journey_started' AND e.occurred_at >= $2 AND e.occurred_at < $3{scope}
         GROUP BY 1, 2
@@ -189,18 +220,18 @@ async def journeys_by_stage(conn: Conn, flt: ReportFilter) -> ReportTable:
         present - set(STAGE_ORDER)
     )
     table_rows: list[list[Cell]] = []
-    for week in flt.weeks():
+    for week in flt.periods():
         values = [counts.get((week, s), 0) for s in stages]
-        table_rows.append([_week_label(week), *values, sum(values)])
+        table_rows.append([flt.label(week), *values, sum(values)])
     total = sum(counts.values())
     return ReportTable(
         name="journeys-by-stage",
-        title="Journeys by enrolment week and stage today",
+        title=f"Journeys by enrolment {flt.bucket} and stage today",
         description=(
-            "Journeys enrolled each week (their journey_started event), stacked by the stage "
-            "each is in now."
+            f"Journeys enrolled each {flt.bucket} (their journey_started event), stacked by the "
+            "stage each is in now."
         ),
-        columns=["week", *(STAGE_LABELS.get(s, s) for s in stages), "enrolled"],
+        columns=[flt.bucket, *(STAGE_LABELS.get(s, s) for s in stages), "enrolled"],
         rows=table_rows,
         kind="stacked",
         series=[STAGE_LABELS.get(s, s) for s in stages],
@@ -214,19 +245,19 @@ async def sessions_and_no_shows(conn: Conn, flt: ReportFilter) -> tuple[ReportTa
     sessions_rows: list[list[Cell]] = []
     rate_rows: list[list[Cell]] = []
     done_total = no_show_total = 0
-    for week in flt.weeks():
+    for week in flt.periods():
         done = counts.get((week, "session_completed"), 0)
         missed = counts.get((week, "no_show"), 0)
         done_total += done
         no_show_total += missed
-        sessions_rows.append([_week_label(week), done, missed])
-        rate_rows.append([_week_label(week), done, missed, _percent(missed, done + missed)])
+        sessions_rows.append([flt.label(week), done, missed])
+        rate_rows.append([flt.label(week), done, missed, _percent(missed, done + missed)])
     overall = _percent(no_show_total, done_total + no_show_total)
     sessions = ReportTable(
         name="sessions-per-week",
-        title="Sessions per week",
-        description="Sessions reported completed (session_completed) and no-shows each week.",
-        columns=["week", "completed", "no-shows"],
+        title=f"Sessions per {flt.bucket}",
+        description=f"Sessions reported completed (session_completed) and no-shows each {flt.bucket}.",
+        columns=[flt.bucket, "completed", "no-shows"],
         rows=sessions_rows,
         kind="stacked",
         series=["completed", "no-shows"],
@@ -238,9 +269,9 @@ async def sessions_and_no_shows(conn: Conn, flt: ReportFilter) -> tuple[ReportTa
         title="No-show rate",
         description=(
             "No-shows as a share of the sessions that were due (completed + no-shows), per "
-            "week, in percent."
+            f"{flt.bucket}, in percent."
         ),
-        columns=["week", "completed", "no-shows", "no-show rate %"],
+        columns=[flt.bucket, "completed", "no-shows", "no-show rate %"],
         rows=rate_rows,
         kind="line",
         series=["no-show rate %"],
@@ -359,13 +390,13 @@ async def summer(conn: Conn, flt: ReportFilter) -> ReportTable:
 
 async def spf_attestations(conn: Conn, flt: ReportFilter) -> ReportTable:
     counts = await _weekly(conn, flt, ("spf_attested",), "''")
-    table_rows: list[list[Cell]] = [[_week_label(w), counts.get((w, ""), 0)] for w in flt.weeks()]
+    table_rows: list[list[Cell]] = [[flt.label(w), counts.get((w, ""), 0)] for w in flt.periods()]
     total = sum(counts.values())
     return ReportTable(
         name="spf-attestations",
         title="SPF-50 attestations received",
-        description="Sun-protection attestations received each week (spf_attested).",
-        columns=["week", "attestations"],
+        description=f"Sun-protection attestations received each {flt.bucket} (spf_attested).",
+        columns=[flt.bucket, "attestations"],
         rows=table_rows,
         kind="bar",
         series=["attestations"],
@@ -378,9 +409,9 @@ async def adverse_events(conn: Conn, flt: ReportFilter) -> ReportTable:
     counts = await _weekly(conn, flt, ("adverse_event",), "coalesce(e.data->>'severity', '')")
     severities = list(SEVERITIES) + sorted({k for _, k in counts} - set(SEVERITIES))
     table_rows: list[list[Cell]] = []
-    for week in flt.weeks():
+    for week in flt.periods():
         values = [counts.get((week, s), 0) for s in severities]
-        table_rows.append([_week_label(week), *values, sum(values)])
+        table_rows.append([flt.label(week), *values, sum(values)])
     by_severity = Counter[str]()
     for (_, s), n in counts.items():
         by_severity[s] += n
@@ -388,8 +419,8 @@ async def adverse_events(conn: Conn, flt: ReportFilter) -> ReportTable:
     return ReportTable(
         name="adverse-events",
         title="Adverse events",
-        description="Adverse events reported each week (adverse_event), by severity.",
-        columns=["week", *(s or "unknown" for s in severities), "total"],
+        description=f"Adverse events reported each {flt.bucket} (adverse_event), by severity.",
+        columns=[flt.bucket, *(s or "unknown" for s in severities), "total"],
         rows=table_rows,
         kind="stacked",
         series=[s or "unknown" for s in severities],
@@ -546,18 +577,35 @@ REPORTS: Final = (
 
 
 async def build_reports(pool: asyncpg.Pool, flt: ReportFilter) -> list[ReportTable]:
-    """Every report of the page, in :data:`REPORTS` order, read in one repeatable-read
-    snapshot (the figures agree with each other)."""
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        stages = await journeys_by_stage(conn, flt)
-        sessions, rate = await sessions_and_no_shows(conn, flt)
-        first = await time_to_first_session(conn, flt)
-        season = await summer(conn, flt)
-        spf = await spf_attestations(conn, flt)
-        adverse = await adverse_events(conn, flt)
-        outcome = await outcomes(conn, flt)
-        satisfied = await satisfaction(conn, flt)
-    return [stages, sessions, rate, first, season, spf, adverse, outcome, satisfied]
+    """Every report of the page, in :data:`REPORTS` order.
+
+    The queries run in three groups on three pooled connections at once (PostgreSQL uses
+    more than one core; a page holds at most three connections of the pool), each group in a
+    read-only transaction.
+    """
+
+    async def group(*steps: Callable[[Conn], Awaitable[list[ReportTable]]]) -> list[ReportTable]:
+        async with pool.acquire() as conn, conn.transaction(readonly=True):
+            return [t for step in steps for t in await step(conn)]
+
+    def one(
+        report: Callable[[Conn, ReportFilter], Awaitable[ReportTable]],
+    ) -> Callable[[Conn], Awaitable[list[ReportTable]]]:
+        async def step(conn: Conn) -> list[ReportTable]:
+            return [await report(conn, flt)]
+
+        return step
+
+    async def sessions(conn: Conn) -> list[ReportTable]:
+        return list(await sessions_and_no_shows(conn, flt))
+
+    first, cohort, events = await asyncio.gather(
+        group(one(time_to_first_session)),
+        group(one(journeys_by_stage), one(summer), one(outcomes), one(satisfaction)),
+        group(sessions, one(spf_attestations), one(adverse_events)),
+    )
+    tables = {t.name: t for t in (*first, *cohort, *events)}
+    return [tables[name] for name in REPORTS]
 
 
 async def build_report(pool: asyncpg.Pool, flt: ReportFilter, name: str) -> ReportTable | None:

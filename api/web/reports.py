@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
 from activities.repository import StaffRow
+from api.access.enforce import principal_clinics
 from api.web import report_charts, report_data
 from api.web.report_data import ReportFilter
 from api.web.routes import (
@@ -105,12 +106,16 @@ def _parse_date(value: str | None, label: str) -> date | None:
 
 async def _filter(request: Request) -> tuple[ReportFilter, dict[str, tuple[str, str]]]:
     """The filter of the query string (``clinic``, ``from``, ``to``), with defaults: every
-    clinic, the last 26 weeks to today in the clinic's zone.
+    clinic the staff member sees (issue 16's clinic scope), the last 26 weeks to today in the
+    clinic's zone. Returns the filter and the clinics to offer.
 
     Raises:
-        _BadFilter: an unknown clinic, a malformed date or a range backwards or too long.
+        _BadFilter: an unknown or unseen clinic, a malformed date, a range backwards or too long.
     """
     clinics = await _clinics(_pool(request))
+    seen = principal_clinics(request)
+    if seen is not None:
+        clinics = {cid: v for cid, v in clinics.items() if cid in seen}
     query = request.query_params
     clinic = query.get("clinic") or None
     if clinic is not None and clinic not in clinics:
@@ -124,7 +129,8 @@ async def _filter(request: Request) -> tuple[ReportFilter, dict[str, tuple[str, 
         raise _BadFilter("The start date is after the end date.")
     if (end - start).days > report_data.MAX_RANGE_DAYS:
         raise _BadFilter("Please choose at most two years.")
-    return ReportFilter(clinic_id=clinic, start=start, end=end, timezone=tz), clinics
+    scope = None if seen is None else tuple(sorted(seen))
+    return ReportFilter(clinic, start, end, tz, scope), clinics
 
 
 def _query(flt: ReportFilter) -> str:
@@ -148,6 +154,9 @@ async def reports_page(request: Request, staff: ReportStaff) -> Response:
         flt, clinics = await _filter(request)
     except _BadFilter as bad:
         clinics = await _clinics(_pool(request))
+        seen = principal_clinics(request)
+        if seen is not None:
+            clinics = {cid: v for cid, v in clinics.items() if cid in seen}
         return _render(
             request,
             "reports.html",
