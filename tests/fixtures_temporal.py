@@ -80,7 +80,9 @@ def new_worker(
     **options: Any,
 ) -> Worker:
     """A journey worker on its own task queue where any workflow exception fails the test
-    instead of retrying the task forever."""
+    instead of retrying the task forever, in the strict sandbox (the journey's modules
+    re-imported per run, so the sandbox's restrictions check them; worker/registry.py)."""
+    options.setdefault("strict_sandbox", True)
     return build_worker(
         client,
         task_queue or f"tq-{uuid.uuid4()}",

@@ -37,18 +37,6 @@ PASSTHROUGH_MODULES = (
     "workflows.screening",
     "workflows.screening_rules",
     "workflows.season",
-    # The journey's stage modules: functions over the state and the workflow API, no module
-    # state (registries of constants only). Re-imported per run they cost every journey its
-    # own copy in the worker's memory and a module execution on every cache miss (issue 13:
-    # 3.3x the bare journey's memory per idle journey, 1.75x its worker CPU). The workflow
-    # class's own module, workflows.journey.workflow, is still imported in the sandbox.
-    "workflows.journey.aftercare",
-    "workflows.journey.effects",
-    "workflows.journey.facts",
-    "workflows.journey.planning",
-    "workflows.journey.recovery",
-    "workflows.journey.screening",
-    "workflows.journey.sessions",
     # Only its activity definitions are referenced (typed activity calls); asyncpg is not
     # used inside the sandbox.
     "activities.store",
@@ -56,10 +44,32 @@ PASSTHROUGH_MODULES = (
 )
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
-    """The sandbox with our pure modules passed through."""
+# The journey's own modules (workflows/journey/: the workflow class and a module per stage;
+# functions over the state and the workflow API, no module state). Re-imported in the sandbox
+# for every run, each cached journey carried its own copy of them: measured with `make bench`
+# (docs/performance.md), worker memory per idle journey 414 KB (3.3x the bare journey), 242 KB
+# with the stage modules shared, 157 KB (1.1x) with the workflow module shared too, and a module
+# execution less per cache miss. Production shares them; the tests run the strict sandbox
+# (``strict=True``), which re-imports them per run so its restrictions still check this code.
+JOURNEY_MODULES = (
+    "workflows.journey",
+    "workflows.journey.aftercare",
+    "workflows.journey.effects",
+    "workflows.journey.facts",
+    "workflows.journey.planning",
+    "workflows.journey.recovery",
+    "workflows.journey.screening",
+    "workflows.journey.sessions",
+    "workflows.journey.workflow",
+)
+
+
+def workflow_runner(*, strict: bool = False) -> SandboxedWorkflowRunner:
+    """The sandbox with our pure modules passed through, and the journey's own modules unless
+    ``strict`` (see :data:`JOURNEY_MODULES`)."""
+    modules = PASSTHROUGH_MODULES if strict else (*PASSTHROUGH_MODULES, *JOURNEY_MODULES)
     return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*modules)
     )
 
 
@@ -72,15 +82,18 @@ def build_worker(
     client: Client,
     task_queue: str,
     activities: Sequence[Callable[..., Any]],
+    *,
+    strict_sandbox: bool = False,
     **options: Any,
 ) -> Worker:
-    """A worker for the journey task queue with the given activities."""
+    """A worker for the journey task queue with the given activities (``strict_sandbox``:
+    the tests' sandbox, see :func:`workflow_runner`)."""
     return Worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
         activities=list(activities),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(strict=strict_sandbox),
         **options,
     )
