@@ -102,10 +102,10 @@ CLINICAL_ROUTES: Final[dict[tuple[str, str], str]] = {
     ("POST", "/api/me/consent/withdraw"): PATIENT_LINK,
     ("POST", "/api/me/satisfaction"): PATIENT_LINK,
     ("GET", "/clinics/{clinic_id}/consent"): "consent.manage",
-    ("POST", "/clinics/{clinic_id}/consent/texts"): "consent.manage",
-    ("POST", "/clinics/{clinic_id}/consent/require"): "consent.manage",
-    ("POST", "/journeys/{patient_id}/consent/paper"): "consent.record",
-    ("POST", "/journeys/{patient_id}/consent/withdraw"): "consent.record",
+    # {action}: texts (add a version) or require; both consent.manage.
+    ("POST", "/clinics/{clinic_id}/consent/{action}"): "consent.manage",
+    # {action}: paper or withdraw; both consent.record.
+    ("POST", "/journeys/{patient_id}/consent/{action}"): "consent.record",
     ("POST", "/photos/{patient_id}"): "clinical.write",
     ("GET", "/photos/{patient_id}/{photo_id}"): "clinical.view",
     ("POST", "/p/{token}/clinical/{action}"): PATIENT_LINK,

@@ -612,11 +612,17 @@ def gate_reason(
     if not consent_required:
         return None
     required = status.consent_required_version
+    # The gate holds the next booking; a session booked before stays booked.
+    no_more = (
+        "No further session is booked"
+        if any(s.state == "booked" for s in status.sessions)
+        else "No session is booked"
+    )
     if status.consent_version and required and status.consent_version != required:
         return (
-            "No session is booked until the informed consent is signed again: the clinic "
+            f"{no_more} until the informed consent is signed again: the clinic "
             f"now requires version {required} (signed: version {status.consent_version})."
         )
-    return "No session is booked until the informed consent is signed" + (
+    return f"{no_more} until the informed consent is signed" + (
         f" (version {required})." if required else "."
     )

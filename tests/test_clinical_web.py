@@ -16,7 +16,16 @@ from activities import repository
 from api import consent, photos
 from api.clinical_access import may
 from tests.test_clinical_api import gps_jpeg
-from tests.test_web import FAST_CLINIC, FAST_SCALE, Site, enrol, read_status, shot, site
+from tests.test_web import (
+    FAST_CLINIC,
+    FAST_SCALE,
+    Site,
+    enrol,
+    eventually,
+    read_status,
+    shot,
+    site,
+)
 from workflows.protocol import ClinicProtocol, ClinicSettings, Protocol
 
 __all__ = ["site"]
@@ -97,6 +106,57 @@ async def test_patient_signs_consent_on_their_page(site: Site) -> None:
     # Reception sees no photos or outcomes.
     await expect(staff_page.locator("#photos")).to_have_count(0)
     await shot(staff_page, "consent_journey_page")
+
+    # An admin adds a new version and makes it required: the open journeys are asked again.
+    _, admin_token = await repository.create_staff_user(site.pool, "Ada Admin", "admin")
+    admin = await (
+        await site.browser.new_context(viewport={"width": 1280, "height": 900})
+    ).new_page()
+    await staff_login(site, admin, admin_token)
+    await admin.goto(f"{site.base}/clinics/consenting/consent")
+    await admin.locator("#t-version").fill("2027-02")
+    await admin.get_by_label("Title").fill("Informed consent (new risks)")
+    await admin.get_by_label("Text").fill(CONSENT_BODY + "\nNew: rare temporary darkening.")
+    await admin.get_by_role("button", name="Add version").click()
+    await expect(admin.locator("#flash")).to_contain_text("Consent text version added")
+    # The same version again is refused: a text is never edited.
+    await admin.locator("#t-version").fill("2027-02")
+    await admin.get_by_label("Title").fill("Changed")
+    await admin.get_by_label("Text").fill("Changed")
+    await admin.get_by_role("button", name="Add version").click()
+    await expect(admin.locator("#texts-errors")).to_contain_text("a changed text is a new version")
+    await admin.goto(f"{site.base}/clinics/consenting/consent")
+    await admin.locator("#q-version").select_option("2027-02")
+    await admin.get_by_role("button", name="Make required and ask again").click()
+    await expect(admin.locator("#required-version")).to_have_text("2027-02")
+
+    async def asked() -> bool:
+        n = await site.pool.fetchval(
+            "SELECT count(*) FROM consent_requirements WHERE finished_at IS NOT NULL AND asked = 1"
+        )
+        return bool(n)
+
+    await eventually(asked)
+    await admin.reload()
+    await expect(admin.locator("#runs tbody tr").first).to_contain_text("done")
+    await shot(admin, "consent_clinic_texts")
+    await read_status(site, nora.patient_id, lambda s: not s.consent_valid)
+    # The patient's page asks again, saying why.
+    await page.goto(nora.patient_link)
+    await expect(page.locator("#consent-gate")).to_contain_text(
+        "No further session is booked until the informed consent is signed again: "
+        "the clinic now requires version 2027-02"
+    )
+    await shot(page, "consent_patient_asked_again")
+    # Reception records the signed paper of the new version on the journey page.
+    await staff_page.goto(f"{site.base}/journeys/{nora.patient_id}")
+    await expect(staff_page.locator("#consent-gate")).to_contain_text("requires version 2027-02")
+    await staff_page.locator("#cp-version").select_option("2027-02")
+    await staff_page.get_by_label("Reference").fill("Binder 3, page 41")
+    await staff_page.get_by_role("button", name="Record paper consent").click()
+    await expect(staff_page.locator("#clinical-flash")).to_contain_text("Paper consent recorded")
+    await expect(staff_page.locator("table.consent-records")).to_contain_text("Binder 3, page 41")
+    await read_status(site, nora.patient_id, lambda s: s.consent_valid)
     await context.close()
 
 

@@ -154,7 +154,8 @@ async def patient_context(
     sat = await outcomes.get_satisfaction(pool, patient_id, row.course_number)
     reason = consent.gate_reason(status, cp.clinic.consent_required, last)
     extra: dict[str, Any] = {}
-    if reason is not None and row.stage != "paused":
+    booked = bool(status and any(s.state == "booked" for s in status.sessions))
+    if reason is not None and row.stage != "paused" and not booked:
         # The stage says "booked" while the journey waits for the signature: say what it is.
         extra["headline"] = "Your sessions are planned: please sign your consent below."
     return {
