@@ -343,7 +343,7 @@ async def test_staff_dashboard(site: Site) -> None:
     await expect(page.locator("#flash")).to_have_text("The kept fact was dismissed.")
     await expect(page.locator("#anomalies")).to_have_count(0)
     resolved = page.locator('.timeline li[data-kind="anomaly_resolved"]')
-    await expect(resolved).to_contain_text("Anomaly #1 dismissed by clinician:")
+    await expect(resolved).to_contain_text("Anomaly #1 dismissed by staff:")
     await expect(resolved).to_contain_text("Cleo Clinician: Booking system sent it twice")
     await expect(page.locator("#live-summary")).not_to_contain_text("Resolve anomaly #1")
     # The status lists open anomalies only; the timeline keeps the resolution.
