@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlparse
 
 import asyncpg
 import httpx
+from pydantic import SecretStr
 
 from api.access import store
 from api.access.config import AccessSettings
@@ -186,3 +187,23 @@ async def test_group_changes_at_the_provider_apply_at_the_next_sign_in(
                 "SELECT role FROM staff_users WHERE oidc_subject = 'sub-carl'"
             )
             assert role == "reception"
+
+
+async def test_a_wrong_client_secret_or_an_unreachable_provider_signs_nobody_in(
+    pg_dsn: str, pg_pool: asyncpg.Pool
+) -> None:
+    with running_provider(PEOPLE) as provider:
+        wrong = oidc_settings(provider)
+        wrong.oidc_client_secret = SecretStr("not-the-secret")
+        async with app_client(pg_dsn, wrong) as app:
+            refused = await sign_in(app, "carl")
+            assert refused.status_code == 401 and "refused the sign-in" in refused.text
+            assert not app.cookies.get(SESSION_COOKIE)
+        issuer = provider.issuer
+    # The provider is gone: the sign-in page says so, nothing breaks.
+    gone = access_settings(
+        oidc_issuer=issuer, oidc_client_id=CLIENT_ID, oidc_client_secret=CLIENT_SECRET
+    )
+    async with app_client(pg_dsn, gone) as app:
+        r = await app.get("/auth/oidc/login")
+        assert r.status_code == 503 and "cannot be reached" in r.text

@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 import asyncpg
 import httpx
+from authlib.common.errors import AuthlibBaseError
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from fastapi import APIRouter, Request
@@ -116,17 +117,18 @@ async def oidc_login(request: Request, next: str | None = None) -> Response:
     """Start the sign-in at the provider (authorization code + PKCE)."""
     if not _access(request).oidc_enabled:
         return _refusal(request, "Sign-in through a provider is not configured.", 404)
-    try:
-        meta = await _metadata(request)
-    except (httpx.HTTPError, OidcError, KeyError, ValueError):
-        return _refusal(request, "The sign-in provider cannot be reached just now.", 503)
     verifier = generate_token(64)
     nonce = generate_token(32)
-    client = _client(request)
-    async with client:
-        url, state = client.create_authorization_url(
-            str(meta["authorization_endpoint"]), code_verifier=verifier, nonce=nonce
-        )
+    try:
+        meta = await _metadata(request)
+        client = _client(request)
+        async with client:
+            # authlib refuses an authorization endpoint that is not https (loopback aside).
+            url, state = client.create_authorization_url(
+                str(meta["authorization_endpoint"]), code_verifier=verifier, nonce=nonce
+            )
+    except (httpx.HTTPError, OidcError, KeyError, ValueError, AuthlibBaseError):
+        return _refusal(request, "The sign-in provider cannot be reached just now.", 503)
     flow = _signer(request).dumps({"s": state, "n": nonce, "v": verifier, "next": _safe_next(next)})
     response = RedirectResponse(str(url), status_code=303)
     response.set_cookie(
@@ -199,7 +201,7 @@ async def oidc_callback(
         claims = await _verified_claims(request, meta, str(tokens["id_token"]), str(flow["n"]))
     except JoseError as err:
         return _refusal(request, f"The provider's identity token was refused ({err.error}).", 401)
-    except (httpx.HTTPError, OidcError, KeyError, ValueError, TypeError):
+    except (httpx.HTTPError, OidcError, KeyError, ValueError, TypeError, AuthlibBaseError):
         return _refusal(request, "The provider refused the sign-in or cannot be reached.", 401)
     groups_value = claims.get(access.oidc_groups_claim) or []
     groups = [str(g) for g in groups_value] if isinstance(groups_value, list) else []
