@@ -235,3 +235,77 @@ async def test_photos_side_by_side_on_the_journey_page(
     )
     assert views >= 2
     await context.close()
+
+
+# One session, a long due window, the simulation clock at its fastest: once its session is
+# reported the journey reaches its review in about a second of real time.
+REVIEWING = ClinicProtocol(
+    clinic=ClinicSettings(
+        clinic_id="reviewing",
+        name="Reviewing clinic",
+        open_weekdays=(0, 1, 2, 3, 4, 5, 6),
+        sandbox=True,
+    ),
+    protocol=Protocol(
+        sessions_by_grade={"small": 1, "moderate": 1, "large": 1},
+        booking_notice_days=0,
+        no_show_grace_hours=100_000,
+        spf_months=1,
+        review_months=1,
+    ),
+)
+
+
+@pytest.mark.timeout(180)
+async def test_satisfaction_and_review_outcome_on_the_pages(site: Site) -> None:
+    await repository.upsert_clinic(site.pool, REVIEWING)
+    _, token = await repository.create_staff_user(site.pool, "Cleo Clinician", "clinician")
+    rae = await enrol(site, "Rae Outcome", clinic_id="reviewing", time_scale=10_000_000)
+    st = await read_status(
+        site, rae.patient_id, lambda s: bool(s.sessions) and s.sessions[0].state == "booked"
+    )
+    starts = st.sessions[0].starts_at
+    assert starts is not None
+    await site.service.complete_session(
+        rae.patient_id, 1, starts, idempotency_key=f"done-{rae.patient_id}", source="device"
+    )
+    await read_status(site, rae.patient_id, lambda s: s.stage == "awaiting_review")
+
+    # The patient is asked before the review.
+    patient = await (
+        await site.browser.new_context(viewport={"width": 390, "height": 844})
+    ).new_page()
+    await patient.goto(rae.patient_link)
+    await patient.get_by_label("4 · Satisfied").check()
+    await patient.get_by_label("Anything to add?").fill("Smoother skin, pores less visible.")
+    await patient.get_by_role("button", name="Send my answer").click()
+    await expect(patient.locator("#clinical-flash")).to_contain_text("Thank you for telling us")
+    await expect(patient.locator("#satisfaction-done")).to_contain_text("4/5")
+    await shot(patient, "satisfaction_patient")
+
+    # The clinician records the review with the grades; the journey page shows both.
+    page = await (
+        await site.browser.new_context(viewport={"width": 1280, "height": 900})
+    ).new_page()
+    await staff_login(site, page, token)
+    await page.goto(f"{site.base}/journeys/{rae.patient_id}")
+    await expect(page.locator("#outcome-satisfaction")).to_contain_text("4/5 · Satisfied")
+    form = page.locator("#form-review")
+    await form.get_by_label("Complete").check()
+    await form.get_by_label("Global aesthetic improvement").select_option("4")
+    await form.get_by_label("Pore visibility").select_option("2")
+    await form.get_by_label("Adverse events").fill("Redness for two days; resolved.")
+    await form.get_by_role("button", name="Record review").click()
+    await expect(page.locator("#flash")).to_contain_text("Review recorded")
+    await expect(page.locator("#outcome-gi")).to_contain_text("4/5 · Much improved")
+    await expect(page.locator("#outcome-pv")).to_contain_text("2/5 · Barely visible")
+    await expect(page.locator("#outcome-ae")).to_contain_text("Redness for two days")
+    # Review photos may follow the recorded review.
+    await expect(page.locator('#form-photo input[value="review"]')).to_have_count(1)
+    await page.locator("#outcome").scroll_into_view_if_needed()
+    await shot(page, "outcome_journey_page")
+    data = await site.pool.fetchval(
+        "SELECT data FROM journey_events WHERE workflow_id = $1 AND kind = 'completed'",
+        f"journey-{rae.patient_id}",
+    )
+    assert data["global_improvement"] == 4 and data["adverse_events_summary"].startswith("Redness")

@@ -119,7 +119,10 @@ async def journey_context(
                 (item(b), item(r)) for b, r in zip_longest(baseline, review, fillvalue=None)
             ],
             "photo_count": len(found),
-            "upload_kinds": upload_kinds if may(staff, "clinical.write") and not closed else [],
+            # Review photos may follow the recorded review (a completed journey).
+            "upload_kinds": upload_kinds
+            if may(staff, "clinical.write") and row.stage not in ("withdrawn", "excluded")
+            else [],
             "photo_max_mb": photo_limits(request).max_bytes // (1024 * 1024),
             "photo_views": await photos.photo_views(pool, row.patient_id, limit=5),
             "review_outcome": await outcomes.review_outcome(pool, row.patient_id, status),
