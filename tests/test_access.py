@@ -18,7 +18,7 @@ import pytest
 
 from api.access import store
 from api.fhir.resources import fhir_patient_id
-from api.web.routes import CSRF_COOKIE
+from api.web.routes import CSRF_COOKIE, SESSION_COOKIE
 from tests.access_helpers import access_settings, app_client, bearer, login, make_chain, member
 from worker.codec import generate_key
 
@@ -287,6 +287,19 @@ async def test_production_turns_the_pasted_token_off_unless_break_glass(
     async with app_client(pg_dsn, access_settings(token_login=True), **production) as http:
         assert 'name="token"' in (await http.get("https://testserver/login")).text
         assert (await http.get("/api/journeys", headers=bearer(own))).status_code == 200
+        r = await login_anyway(http, own)
+        assert r.status_code == 303
+        session = http.cookies.get(SESSION_COOKIE)
+        assert session and (await http.get("https://testserver/journeys")).status_code == 200
+    # Break-glass over (the setting back to its default): that session no longer admits.
+    async with app_client(pg_dsn, **production) as http:
+        http.cookies.set(SESSION_COOKIE, session, domain="testserver.local")
+        r = await http.get("https://testserver/journeys")
+        assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    # (The same cookie still admits while the path is on: it is the setting that refused it.)
+    async with app_client(pg_dsn, access_settings(token_login=True), **production) as http:
+        http.cookies.set(SESSION_COOKIE, session, domain="testserver.local")
+        assert (await http.get("https://testserver/journeys")).status_code == 200
 
 
 async def login_anyway(http: httpx.AsyncClient, token: str) -> httpx.Response:

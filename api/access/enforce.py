@@ -127,7 +127,10 @@ async def authenticate(request: Request) -> store.Principal | None:
         from api.web.routes import session_staff  # the pages import this module
 
         staff = await session_staff(request)
-        if staff is not None:
+        session = getattr(request.state, "staff_session", None)
+        if staff is not None and session is not None:
+            if session.via == "token" and not access.token_login_enabled(settings.journey_env):
+                return None  # signed in by pasted token, a path since turned off
             return store.principal_for_staff(staff, "session")
     return None
 

@@ -33,6 +33,7 @@ class StaffSession(BaseModel):
 
     staff: StaffRow
     csrf_token: str
+    via: str = "token"  # how the member signed in: token or oidc (migration 0016)
 
 
 def _hash(session_id: str) -> str:
@@ -75,7 +76,7 @@ async def get_session(pool: asyncpg.Pool, session_id: str) -> StaffSession | Non
         return None
     row = await pool.fetchrow(
         """
-        SELECT u.id, u.name, u.role, u.created_at, u.disabled_at, u.clinics, s.csrf_token
+        SELECT u.id, u.name, u.role, u.created_at, u.disabled_at, u.clinics, s.csrf_token, s.via
         FROM staff_sessions s JOIN staff_users u ON u.id = s.staff_id
         WHERE s.id_hash = $1 AND s.ended_at IS NULL AND s.expires_at > now()
           AND u.disabled_at IS NULL
@@ -86,7 +87,8 @@ async def get_session(pool: asyncpg.Pool, session_id: str) -> StaffSession | Non
         return None
     values = dict(row)
     csrf = values.pop("csrf_token")
-    return StaffSession(staff=StaffRow.model_validate(values), csrf_token=csrf)
+    via = values.pop("via")
+    return StaffSession(staff=StaffRow.model_validate(values), csrf_token=csrf, via=via)
 
 
 async def end_session(pool: asyncpg.Pool, session_id: str) -> None:
