@@ -162,6 +162,8 @@ async def test_a_receptionist_sees_her_clinic_only_on_every_page_and_list(
         assert own.status_code == 200 and "Hanna Hamburg" in own.text
         other = await http.get(f"/journeys/{chain.munich_patient}")
         assert other.status_code == 404 and "Max Munich" not in other.text
+        assert (await http.get(f"/live?patient_id={chain.hamburg_patient}")).status_code == 200
+        assert (await http.get(f"/live?patient_id={chain.munich_patient}")).status_code == 404
         # Her page offers what reception may do, never a clinician's form.
         assert 'id="form-review"' not in own.text and 'id="form-check"' not in own.text
         assert 'href="/access-log"' not in own.text

@@ -152,6 +152,8 @@ def _named(request: Request, path: str) -> str | None:
     params = request.path_params
     if "patient_id" in params:
         return str(params["patient_id"])
+    if path == "/live":  # the journey page's live version names its patient in the query
+        return request.query_params.get("patient_id")
     if not path.startswith("/fhir/R4/"):
         return None
     kind = path.removeprefix("/fhir/R4/").split("/")[0]
