@@ -62,6 +62,13 @@ async def test_api_tokens_are_scoped_expiring_revocable_and_stored_hashed(
             headers=bearer(secret),
         )
         assert r.status_code == 403 and r.json()["detail"][0]["rule"] == "clinic_out_of_scope"
+        for clinic, status in (("munich", 403), ("hamburg", 200)):
+            r = await http.post(
+                "/api/plans/preview",
+                json={"pore_grade": "small", "clinic_id": clinic},
+                headers=bearer(secret),
+            )
+            assert r.status_code == status, (clinic, r.text)
         used = await pg_pool.fetchval("SELECT last_used_at FROM api_tokens WHERE id = $1", row.id)
         assert used is not None
 

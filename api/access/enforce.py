@@ -229,7 +229,9 @@ async def enforce(request: Request) -> None:
         raise JourneyNotFound(patient_id or "")
     wanted_clinic = request.path_params.get("clinic_id")
     if wanted_clinic is None and request.method == "POST" and path == "/api/journeys":
-        wanted_clinic = await _body_clinic(request)
+        wanted_clinic = await _body_clinic(request, DEFAULT_CLINIC_ID)
+    if wanted_clinic is None and request.method == "POST" and path == "/api/plans/preview":
+        wanted_clinic = await _body_clinic(request, None)  # a clinic's protocol, if named
     if wanted_clinic is not None and not principal.sees(str(wanted_clinic)):
         await log("denied", str(wanted_clinic))
         raise AccessDenied(403, "clinic_out_of_scope", "That clinic is outside your clinics.")
@@ -241,13 +243,15 @@ async def enforce(request: Request) -> None:
         await log("export", None)
 
 
-async def _body_clinic(request: Request) -> str:
+async def _body_clinic(request: Request, default: str | None) -> str | None:
+    """The ``clinic_id`` of a JSON body (``default`` when absent or malformed: the route
+    answers a malformed body with its 422)."""
     try:
         body = await request.json()
     except ValueError:
-        return DEFAULT_CLINIC_ID  # the route answers the malformed body with its 422
-    value = body.get("clinic_id", DEFAULT_CLINIC_ID) if isinstance(body, dict) else None
-    return value if isinstance(value, str) else DEFAULT_CLINIC_ID
+        return default
+    value = body.get("clinic_id", default) if isinstance(body, dict) else None
+    return value if isinstance(value, str) else default
 
 
 async def _denied(request: Request, exc: Exception) -> Response:
