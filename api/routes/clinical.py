@@ -489,7 +489,13 @@ async def serve_photo(
         raise JourneyNotFound(patient_id) from None
     found = await service.db(photos.get_photo(service.pool, patient_id, photo_id))
     if found is None:
-        return Response(status_code=404)
+        return Response(
+            schemas.ErrorBody(
+                detail=[schemas.ErrorItem(rule="photo_not_found", message="No such photo.")]
+            ).model_dump_json(exclude_none=True),
+            status_code=404,
+            media_type="application/json",
+        )
     route = getattr(request.scope.get("route"), "path", request.url.path)
     await service.db(
         photos.log_view(
