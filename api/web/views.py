@@ -65,6 +65,7 @@ FLAG_LABELS: dict[str, str] = {
     "checkin_overdue": "Check-in overdue",
     "review_overdue": "Review overdue",
     "conservative_settings": "Conservative settings",
+    "consent_needed": "Consent needed",  # issue 19: no booking until consent is valid
 }
 # The flags the overview lists as needing a clinician's or a manager's eye.
 ATTENTION_FLAGS: tuple[str, ...] = (
