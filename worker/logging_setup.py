@@ -212,6 +212,16 @@ def configure_logging(
             existing.close()
     root.addHandler(handler)
     root.setLevel(numeric)
+    # uvicorn's own logging config (applied by any uvicorn.Config built with its default
+    # log_config earlier in this process: the product passes log_config=None) gives its loggers their own handlers
+    # and stops them propagating: its lines would then bypass our handler, its redaction and
+    # its JSON. Route them through the root like every other logger.
+    for name in ("uvicorn", "uvicorn.error", ACCESS_LOGGER):
+        logger = logging.getLogger(name)
+        for existing in list(logger.handlers):
+            logger.removeHandler(existing)
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
     access = logging.getLogger(ACCESS_LOGGER)
     if not any(isinstance(f, AccessLogRedactor) for f in access.filters):
         access.addFilter(AccessLogRedactor())
