@@ -12,7 +12,6 @@ permissions later without touching the routes.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Final, Literal
 
@@ -80,50 +79,3 @@ ClinicalStaffDep = Annotated[StaffRow, Depends(_require("clinical.view"))]
 ClinicalWriterDep = Annotated[StaffRow, Depends(_require("clinical.write"))]
 ConsentAdminDep = Annotated[StaffRow, Depends(_require("consent.manage"))]
 ConsentRecorderDep = Annotated[StaffRow, Depends(_require("consent.record"))]
-
-
-# Every route of the clinical record and the permission it needs ("public:" routes check the
-# patient's link themselves), for the permission table of issue 16 (api/access/permissions.py).
-PATIENT_LINK: Final = "public: the patient's signed link token, scoped to their own journey"
-CLINICAL_ROUTES: Final[dict[tuple[str, str], str]] = {
-    ("GET", "/api/clinics/{clinic_id}/consent-texts"): "consent.record",
-    ("POST", "/api/clinics/{clinic_id}/consent-texts"): "consent.manage",
-    ("POST", "/api/clinics/{clinic_id}/consent-texts/{version}/require"): "consent.manage",
-    ("GET", "/api/clinics/{clinic_id}/consent-requirements/{run_id}"): "consent.manage",
-    ("GET", "/api/journeys/{patient_id}/consent"): "consent.record",
-    ("POST", "/api/journeys/{patient_id}/consent/paper"): "consent.record",
-    ("POST", "/api/journeys/{patient_id}/consent/withdraw"): "consent.record",
-    ("GET", "/api/journeys/{patient_id}/outcome"): "clinical.view",
-    ("GET", "/api/journeys/{patient_id}/photos"): "clinical.view",
-    ("GET", "/api/journeys/{patient_id}/photos/{photo_id}"): "clinical.view",
-    ("POST", "/api/photos/{patient_id}"): "clinical.write",
-    ("GET", "/api/me/consent"): PATIENT_LINK,
-    ("POST", "/api/me/consent"): PATIENT_LINK,
-    ("POST", "/api/me/consent/withdraw"): PATIENT_LINK,
-    ("POST", "/api/me/satisfaction"): PATIENT_LINK,
-    ("GET", "/clinics/{clinic_id}/consent"): "consent.manage",
-    # {action}: texts (add a version) or require; both consent.manage.
-    ("POST", "/clinics/{clinic_id}/consent/{action}"): "consent.manage",
-    # {action}: paper or withdraw; both consent.record.
-    ("POST", "/journeys/{patient_id}/consent/{action}"): "consent.record",
-    ("POST", "/photos/{patient_id}"): "clinical.write",
-    ("GET", "/photos/{patient_id}/{photo_id}"): "clinical.view",
-    ("POST", "/p/{token}/clinical/{action}"): PATIENT_LINK,
-}
-
-
-def declare_routes() -> None:
-    """Declare :data:`CLINICAL_ROUTES` in issue 16's route table when it is present (its
-    ``enforce`` refuses an undeclared route). A bridge until that table lists them itself:
-    an entry it already has wins."""
-    try:
-        permissions = importlib.import_module("api.access.permissions")
-    except ImportError:  # issue 16 not merged: the role checks above are the whole check
-        return
-    table: dict[tuple[str, str], object] = permissions.ROUTE_PERMISSIONS
-    public = getattr(permissions, "Public", None)
-    for key, rule in CLINICAL_ROUTES.items():
-        if rule.startswith("public:") and public is not None:
-            table.setdefault(key, public(rule.removeprefix("public: ")))
-        else:
-            table.setdefault(key, rule)

@@ -3,7 +3,8 @@
 Who may do what is decided in one place, :mod:`api.clinical_access` (photos and outcomes:
 clinicians and admins; consent texts: admins and managers; paper consents and withdrawals:
 every staff role); patients act on their own journey through their link (``/api/me``).
-Every route is listed with its permission in ``api.clinical_access.CLINICAL_ROUTES``.
+Every route is also declared with its permission in issue 16's table
+(``api/access/permissions.py``), which its ``enforce`` checks first.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from api.clinical_access import (
     ClinicalWriterDep,
     ConsentAdminDep,
     ConsentRecorderDep,
-    declare_routes,
 )
 from api.deps import (
     ERROR_RESPONSES,
@@ -51,7 +51,6 @@ else:
     Name200 = safe_text(200, min_length=1)
     Comment = safe_multiline_text(1000)
 
-declare_routes()
 router = APIRouter(tags=["clinical record"])
 
 ClinicIdPath = Annotated[str, Path(max_length=64, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
