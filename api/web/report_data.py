@@ -59,11 +59,12 @@ TIME_TO_FIRST_BUCKETS: Final[tuple[tuple[str, int, int | None], ...]] = (
     ("12–26 weeks", 84, 182),
     ("26 weeks or more", 182, None),
 )
-# Where patient satisfaction may live (another part of issue 19 adds it): the first table of
-# these that exists, with a 1–5 score column and the journey's patient_id or workflow_id.
-SATISFACTION_TABLES: Final = ("patient_satisfaction", "satisfaction_responses", "satisfaction")
-SATISFACTION_SCORES: Final = ("score", "satisfaction", "rating")
-SATISFACTION_TIMES: Final = ("answered_at", "recorded_at", "created_at", "submitted_at")
+# Patient satisfaction (migration 0019_clinical_record, the patient's page before the review):
+# read when the table is there, with a 1–5 score and the journey's workflow_id (or patient_id);
+# the reports say "no data yet" otherwise.
+SATISFACTION_TABLES: Final = ("patient_satisfaction",)
+SATISFACTION_SCORES: Final = ("score",)
+SATISFACTION_TIMES: Final = ("created_at",)
 
 
 @dataclass(frozen=True)
