@@ -352,3 +352,37 @@ async def test_no_booking_without_consent_and_a_new_version_asks_again(
         if n.kind == "session_reminder"
     ]
     assert set(reminders) <= set(store.steps[withdrawn].cancel_notifications)
+
+
+async def test_consent_arriving_after_the_session_day_replans_it(
+    ts_env: WorkflowEnvironment,
+) -> None:
+    """No booking notice and no consent on the session's day: the journey waits (no busy
+    loop), then plans the session again once consent is given."""
+    consenting = BERLIN.model_copy(
+        update={
+            "clinic": BERLIN.clinic.model_copy(update={"consent_required": True}),
+            "protocol": BERLIN.protocol.model_copy(update={"booking_notice_days": 0}),
+        }
+    )
+    store = RecordingStore(consenting)
+    async with new_worker(ts_env.client, store.activities()) as w:
+        handle = await start(ts_env, w.task_queue, clinic_id="berlin", pore_grade="small")
+        st = await eventually(handle, lambda s: "consent_needed" in s.flags)
+        first = st.sessions[0].planned_on
+        await advance_to(ts_env, calendar.local_datetime(first, time(10), "Europe/Berlin"))
+        await settle(handle)
+        st = await status(handle)
+        assert st.sessions[0].state == "planned" and "consent_needed" in st.flags
+        await update(
+            handle,
+            PatientJourney.record_consent,
+            ConsentRequest(
+                version="v1",
+                kind="paper",
+                reference="P-7",
+                signed_at=await ts_env.get_current_time(),
+            ),
+        )
+        st = await eventually(handle, lambda s: s.sessions[0].state == "booked")
+        assert st.sessions[0].planned_on >= first

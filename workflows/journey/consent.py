@@ -56,8 +56,14 @@ async def wait_for_consent(fx: Effects, number: int) -> None:
         )
 
     await fx.advance(needed)
-    s = st.session(number)
-    await fx.wait(fx.day_start(s.planned_on), st.consent_valid, "consent")
+    day_start = fx.day_start(st.session(number).planned_on)
+    if fx.now() < day_start:
+        # Until the session's day: then it is planned again (the caller sees its day passed).
+        await fx.wait(day_start, st.consent_valid, "consent")
+        return
+    # Its day has come without consent: wait for the consent itself, then plan it again.
+    await fx.sleep_until(None, st.consent_valid, "consent")
+    st.replan_requested = True
 
 
 def record(fx: Effects, request: ConsentRequest) -> Write:
