@@ -2,14 +2,15 @@
 
 Every figure is computed in SQL from the read model (``journeys``) and the append-only timeline
 (``journey_events``), in **journey time** (``occurred_at``: a sandbox journey's simulated dates),
-bucketed by week (Monday) in the clinic's time zone (UTC when every clinic is shown). A journey
-belongs to the report by its clinic (``journeys.clinic_id``) and, for cohort figures, by its
+bucketed by week (Monday; by month beyond about six months) in the clinic's time zone (UTC
+when several clinics are shown). A journey belongs to the report by its clinic
+(``journeys.clinic_id``, within the reader's clinics) and, for cohort figures, by its
 enrolment: its ``journey_started`` event in the date range.
 
 Each report is a :class:`ReportTable`: the numbers a chart draws and its CSV download gives,
 so the picture, the table under it and the CSV can never disagree. The queries use the
-``journey_events (kind, occurred_at)`` index of migration 0019 (docs/reports.md has the figures
-with 100,000 journeys).
+partial ``journey_events (kind, occurred_at)`` index of migration 0022 (docs/reports.md has the
+figures with 100,000 journeys).
 
 Nothing here knows HTTP or templates: ``api.web.reports`` renders these tables.
 """
