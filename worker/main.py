@@ -19,6 +19,7 @@ import logging
 import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -256,9 +257,8 @@ async def run_worker(
         async with open_database(settings) as pool:
             await ensure_default_clinic(pool)
             activities = build_activities(pool)
-            async with build_worker(
-                client, settings.temporal_task_queue, activities, **settings.worker_options()
-            ):
+            sizing: dict[str, Any] = dict(settings.worker_options())
+            async with build_worker(client, settings.temporal_task_queue, activities, **sizing):
                 logger.info(
                     "worker polling",
                     extra={"task_queue": settings.temporal_task_queue},
