@@ -75,10 +75,13 @@ pytest: $(STAMP) browser
 	$(call timed,pytest,$(BIN)/python -m pytest)
 
 # The long fuzz run (make test runs a bounded one): schemathesis with many examples per
-# operation and its stateful phase, against the real app (tests/test_fuzz_api.py).
+# operation and its stateful phase, against the real app (tests/test_fuzz_api.py); then
+# hostile signals and updates by name straight to Temporal (tests/test_fuzz_temporal.py).
 FUZZ_RUN := FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-200} FUZZ_PHASES=examples,coverage,fuzzing,stateful
+FUZZ_TEMPORAL_RUN := TEMPORAL_FUZZ_EXAMPLES=$${TEMPORAL_FUZZ_EXAMPLES:-300} TEMPORAL_FUZZ_BATCH=$${TEMPORAL_FUZZ_BATCH:-10} TEMPORAL_FUZZ_REPORT=1
 fuzz: $(STAMP)
 	$(call timed,fuzz,$(FUZZ_RUN) $(BIN)/python -m pytest tests/test_fuzz_api.py -s --timeout 3600)
+	$(call timed,fuzz temporal,$(FUZZ_TEMPORAL_RUN) $(BIN)/python -m pytest tests/test_fuzz_temporal.py -s --timeout 3600)
 
 # The long model-based run of the journey (make test runs a few sequences):
 # tests/test_journey_model.py with thousands of random sequences.
