@@ -36,7 +36,9 @@ import asyncio
 import collections
 import contextlib
 import json
+import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -170,7 +172,7 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def stack() -> Any:
+async def stack(keep: bool) -> Any:
     folder = Path(tempfile.mkdtemp(prefix="journey-chaos-"))
     port = _free_port()
     args = [str(temporal_cli()), "server", "start-dev", "--headless", "--ip", "127.0.0.1"]
@@ -227,7 +229,10 @@ async def stack() -> Any:
             server.wait(timeout=30)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(pg.stop)
-        say(f"logs and data in {folder}")
+        if keep:
+            say(f"logs and data kept in {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 async def _connect(address: str) -> Client:
@@ -539,7 +544,7 @@ async def accounting(
         workflow_runner=workflow_runner(),
     )
     replay_failed = 0
-    async with replayer.workflow_replay_iterator(histories) as results:
+    async with replayer.workflow_replay_iterator(_aiter(histories)) as results:
         async for result in results:
             if result.replay_failure is not None:
                 replay_failed += 1
@@ -604,11 +609,16 @@ async def accounting(
     return lines, problems
 
 
+async def _aiter(histories: list[Any]) -> Any:
+    for history in histories:
+        yield history
+
+
 # ---------------------------------------------------------------- main
 
 
 async def main(args: argparse.Namespace) -> int:
-    async with stack() as s:
+    async with stack(args.keep) as s:
         s.worker.start()
         s.dispatcher.start()
         patients = []
@@ -690,6 +700,8 @@ async def main(args: argparse.Namespace) -> int:
 
 
 def cli() -> None:
+    # The script's own pool complains while PostgreSQL is down: that is the point.
+    logging.getLogger("asyncpg").setLevel(logging.CRITICAL)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--journeys", type=int, default=30)
     parser.add_argument("--day-seconds", type=float, default=1.0, help="real s per sim. day")
@@ -697,6 +709,7 @@ def cli() -> None:
     parser.add_argument("--dispatcher-kills", type=int, default=2)
     parser.add_argument("--pg-outage", type=float, default=30.0, help="seconds (0: none)")
     parser.add_argument("--chaos-window", type=float, default=100.0, help="seconds")
+    parser.add_argument("--keep", action="store_true", help="keep the logs and data folder")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds")
     sys.exit(asyncio.run(main(parser.parse_args())))
 
