@@ -692,7 +692,7 @@ async def main(args: argparse.Namespace) -> None:
 
             await measure("bare")  # warm-up
             hist: dict[str, list[tuple[int, int, float]]] = {"bare": [], "journey": []}
-            for _ in range(args.rounds):
+            for _ in range(max(3, args.rounds)):  # about a second each: never one round
                 for kind in hist:
                     hist[kind].append(await measure(kind))
             med = {
