@@ -35,6 +35,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -189,6 +190,8 @@ async def stack() -> AsyncIterator[Stack]:
     finally:
         _stop(server)
         await asyncio.to_thread(pg.stop)
+        if not os.environ.get("BENCH_KEEP"):  # BENCH_KEEP=1 keeps the workers' logs and data
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 async def _connect(address: str) -> Client:
@@ -284,7 +287,7 @@ async def _wait_polled(client: Client, task_queue: str) -> None:
         if r.pollers:
             return
         await asyncio.sleep(0.1)
-    raise RuntimeError(f"the worker never polled {task_queue} (see its log in the run folder)")
+    raise RuntimeError(f"the worker never polled {task_queue} (BENCH_KEEP=1 keeps its log)")
 
 
 class ConcurrentDemo(DemoIntegration):
