@@ -421,28 +421,39 @@ async def chaos(s: Stack, args: argparse.Namespace, stop: asyncio.Event) -> list
     plan.sort()
     log: list[str] = []
     started = time.monotonic()
+
+    def note(what: str) -> None:
+        log.append(f"t={time.monotonic() - started:5.1f}s {what}")
+        say(log[-1])
+
+    async def outage() -> None:
+        # Its own task: the kills go on while PostgreSQL is down.
+        note("stop PostgreSQL")
+        await asyncio.to_thread(s.pg.kill_server)
+        s.pg_down = True
+        await asyncio.sleep(args.pg_outage)
+        await asyncio.to_thread(s.pg.start)
+        s.pg_down = False
+        note("start PostgreSQL again")
+
+    outages: list[asyncio.Task[None]] = []
     for at, what in plan:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max(0.0, started + at - time.monotonic()))
         if stop.is_set():
             break
         if what == "postgres":
-            log.append(f"t={time.monotonic() - started:5.1f}s stop PostgreSQL")
-            say(log[-1])
-            await asyncio.to_thread(s.pg.kill_server)
-            s.pg_down = True
-            await asyncio.sleep(args.pg_outage)
-            await asyncio.to_thread(s.pg.start)
-            s.pg_down = False
-            log.append(f"t={time.monotonic() - started:5.1f}s start PostgreSQL again")
-            say(log[-1])
+            outages.append(asyncio.create_task(outage()))
             continue
         p = s.worker if what == "worker" else s.dispatcher
+        for _ in range(100):  # the supervisor restarts a killed process within a second or two
+            if p.alive():
+                break
+            await asyncio.sleep(0.1)
         if p.alive():
             p.kill()
-            log.append(f"t={time.monotonic() - started:5.1f}s SIGKILL {what}")
-            say(log[-1])
-        # The supervisor restarts it within a second or two.
+            note(f"SIGKILL {what}{' (PostgreSQL down)' if s.pg_down else ''}")
+    await asyncio.gather(*outages)
     return log
 
 
