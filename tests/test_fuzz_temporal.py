@@ -625,13 +625,6 @@ async def test_hostile_messages_by_name_never_fail_or_stall_a_journey(
             await handle.terminate("fuzz example over")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: a journey waiting for consent replans its sessions in memory only "
-    "(the replan is noted to ride with the booking, which waits for the consent; the "
-    "consent_needed step writes nothing once the flag is set): the read model keeps the first "
-    "plan's dates and the noted 'replanned' events pile up until the next write",
-)
 async def test_consent_wait_keeps_the_read_model_current(
     ts_env: WorkflowEnvironment, pg_pool: asyncpg.Pool, fuzz_worker: Any
 ) -> None:

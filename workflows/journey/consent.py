@@ -30,7 +30,9 @@ async def wait_for_consent(fx: Effects, number: int) -> None:
     def needed() -> Write | None:
         fx.set_stage("scheduled", CONSENT_ACTION, None)
         if CONSENT_FLAG in st.flags:
-            return None
+            # A replan while waiting (its day passed) is noted to ride with the booking, which
+            # waits for the consent: write it now so the read model shows the current plan.
+            return Write() if fx.has_noted() else None
         st.flag(CONSENT_FLAG)
         return Write(
             events=[

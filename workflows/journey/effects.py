@@ -313,6 +313,10 @@ class Effects:
         self._noted.events.extend(events)
         self._noted.appointments.extend(appointments or [])
 
+    def has_noted(self) -> bool:
+        """True when noted events or appointments wait for the next write."""
+        return bool(self._noted.events or self._noted.appointments)
+
     async def advance(self, change: Callable[[], Write | None]) -> None:
         """A step of the main loop: under the write lock, check the journey is still open,
         apply ``change`` to the state and write what it returns.
