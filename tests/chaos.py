@@ -11,8 +11,10 @@ minute (``--day-seconds`` real seconds per simulated day). A driver plays the bo
 and the patient from the read model: it reports each due session's completion and each
 check-in through the journey's ``report_session_completed`` / ``report_recovery_checkin``
 updates, with idempotency keys derived from the journey and the booking and the update id set
-to the key, retrying every failed or timed-out call until it gets an answer; it records the
-review when it is due so journeys close. Meanwhile the chaos loop SIGKILLs the worker
+to the key, retrying every failed call or one unanswered after ``--call-timeout`` seconds (a
+killed worker, a write waiting for PostgreSQL) until it gets an answer; every fact is
+sent once more a few seconds after its answer (it must be a duplicate); it records the review
+when it is due so journeys close. Meanwhile the chaos loop SIGKILLs the worker
 (``--worker-kills``) and the dispatcher (``--dispatcher-kills``) and restarts them, and stops
 PostgreSQL for ``--pg-outage`` seconds (then starts it again); a process that exits by itself
 (a worker started while PostgreSQL is down) is restarted too.
@@ -38,6 +40,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -55,6 +58,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
 from activities.repository import PatientCreate, create_patient, upsert_clinic
@@ -254,7 +258,10 @@ class Driver:
     client: Client
     pool: asyncpg.Pool
     interval: float = 0.2
+    call_timeout: float = 5.0
     answers: dict[str, str] = field(default_factory=dict)  # key -> applied|duplicate|anomaly
+    resends: dict[str, str] = field(default_factory=dict)  # key -> the resend's answer
+    rng: random.Random = field(default_factory=lambda: random.Random(12))
     kinds: dict[str, str] = field(default_factory=dict)  # key -> session_completed|recovery...
     in_flight: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     attempts: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -345,26 +352,40 @@ class Driver:
     async def _report(
         self, handle: WorkflowHandle[Any, Any], key: str, method: Any, fact: Any
     ) -> None:
-        """Until the journey answers: the same update id each time (the server deduplicates
-        a retried update; a later run answers ``duplicate`` by the fact's key)."""
+        """Send until the journey answers, then, a few seconds later (whatever the chaos is
+        doing then), once more as a careless integration would: the resend must be answered
+        ``duplicate`` (or find the journey closed)."""
         try:
-            delay = 0.5
-            while True:
-                self.attempts[key] += 1
-                try:
-                    result = await asyncio.wait_for(
-                        handle.execute_update(method, fact, id=key), timeout=20
-                    )
-                    self.answers[key] = result.outcome
-                    return
-                except WorkflowUpdateFailedError as error:
-                    self.answers[key] = f"refused ({type(error.cause).__name__})"
-                    return
-                except Exception:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5)
+            self.answers[key] = await self._call(handle, key, key, method, fact)
+            if self.answers[key] not in ("applied", "duplicate"):
+                return  # a kept fact's key is not spent: a resend could be kept again
+            await asyncio.sleep(self.rng.uniform(0, 10))
+            self.resends[key] = await self._call(handle, key, f"{key}-resend", method, fact)
         finally:
             self.in_flight.pop(key, None)
+
+    async def _call(
+        self, handle: WorkflowHandle[Any, Any], key: str, update_id: str, method: Any, fact: Any
+    ) -> str:
+        """Until the journey answers, with the same update id each time (the server
+        deduplicates a retried update; a later run answers ``duplicate`` by the fact's key)."""
+        delay = 0.5
+        while True:
+            self.attempts[key] += 1
+            try:
+                result = await asyncio.wait_for(
+                    handle.execute_update(method, fact, id=update_id), timeout=self.call_timeout
+                )
+                return str(result.outcome)
+            except WorkflowUpdateFailedError as error:
+                return f"refused ({type(error.cause).__name__})"
+            except RPCError as error:
+                if error.status == RPCStatusCode.NOT_FOUND:
+                    return "journey closed"
+            except Exception:  # a dead worker, a timeout, the server busy: again
+                pass
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5)
 
     async def _review(self, handle: WorkflowHandle[Any, Any], key: str) -> None:
         try:
@@ -374,7 +395,7 @@ class Driver:
                     ReviewRequest(outcome="complete", reviewed_by="clinician"),
                     id=key,
                 ),
-                timeout=20,
+                timeout=self.call_timeout,
             )
             self.reviews.add(key)
         except WorkflowUpdateFailedError:
@@ -566,10 +587,16 @@ async def accounting(
     lines.append(f"journeys: {len(handles)}; stages: {dict(stages)}")
     for kind in ("session_completed", "recovery_checkin"):
         c = by_kind.get(kind, collections.Counter())
+        resent = collections.Counter(
+            driver.resends.get(k, "not resent") for k, v in driver.kinds.items() if v == kind
+        )
         lines.append(
-            f"{kind}: sent {sent.get(kind, 0)} (answers {dict(c)}; "
+            f"{kind}: sent {sent.get(kind, 0)} (answers {dict(c)}; resent {dict(resent)}; "
             f"{sum(driver.attempts[k] for k, v in driver.kinds.items() if v == kind)} calls)"
         )
+        wrong = {a: n for a, n in resent.items() if a not in ("duplicate", "journey closed")}
+        if wrong:
+            problems.append(f"{kind}: resends of applied facts answered {wrong}")
     lines.append(
         f"facts applied by the journeys' statuses: {status_done} completions, "
         f"{status_checkins} check-ins; anomalies kept: {anomalies}"
@@ -663,7 +690,7 @@ async def main(args: argparse.Namespace) -> int:
         ]
         say(f"{len(handles)} journeys started at time_scale {scale:,.0f}; stack in {s.folder}")
         stop = asyncio.Event()
-        driver = Driver(s.client, s.pool)
+        driver = Driver(s.client, s.pool, call_timeout=args.call_timeout)
         driving = asyncio.create_task(driver.run(stop))
         supervising = asyncio.create_task(supervise(s, stop))
         chaos_stop = asyncio.Event()
@@ -720,6 +747,9 @@ def cli() -> None:
     parser.add_argument("--dispatcher-kills", type=int, default=2)
     parser.add_argument("--pg-outage", type=float, default=30.0, help="seconds (0: none)")
     parser.add_argument("--chaos-window", type=float, default=100.0, help="seconds")
+    parser.add_argument(
+        "--call-timeout", type=float, default=5.0, help="seconds before a call is retried"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the logs and data folder")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds")
     sys.exit(asyncio.run(main(parser.parse_args())))
