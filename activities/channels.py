@@ -5,6 +5,9 @@ provider uses it as its idempotency key; :class:`FileChannel` does the same (it 
 provider key twice), so a resend after a crash between send and mark delivers nothing twice.
 SMTP has no such key: :class:`SmtpChannel` sets it as the ``Message-ID`` (mail clients and many
 relays drop a second message with the same id), which narrows but cannot close that window.
+:class:`SmsChannel` (a Twilio-compatible REST API) sends it as the ``Idempotency-Key`` header;
+a provider that honours the header (our fake in the tests does) answers a repeat with the first
+message's sid and sends nothing. docs/messaging.md has the settings and what each failure does.
 """
 
 from __future__ import annotations
@@ -12,15 +15,18 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import hashlib
+import html
 import json
 import os
-import smtplib
 import threading
 from datetime import UTC, datetime
+from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
+import aiosmtplib
+import httpx
 from pydantic import BaseModel, ConfigDict
 
 ChannelName = Literal["email", "sms", "staff"]
@@ -47,6 +53,33 @@ class OutgoingMessage(BaseModel):
     subject: str
     body: str
     attachments: tuple[Attachment, ...] = ()
+    sender_name: str | None = None  # the clinic's name, shown as the e-mail's sender
+
+
+DeliveryStatus = Literal["queued", "sent", "delivered", "failed"]
+# A Twilio-compatible provider's message states, as ours ("failed" carries the error code).
+PROVIDER_STATUSES: dict[str, DeliveryStatus] = {
+    "accepted": "queued",
+    "scheduled": "queued",
+    "queued": "queued",
+    "sending": "queued",
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "delivered",
+    "failed": "failed",
+    "undelivered": "failed",
+    "canceled": "failed",
+}
+
+
+class Sent(BaseModel):
+    """What a provider answered to an accepted message: its own id (which its status callbacks
+    name) and the message's state (``queued`` at an SMS provider, ``sent`` for accepted mail)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider_message_id: str
+    status: DeliveryStatus
 
 
 class PermanentDeliveryError(Exception):
@@ -58,9 +91,9 @@ class Channel(Protocol):
     """Delivers messages; ``send`` raises on failure (retried later with backoff) or
     :class:`PermanentDeliveryError` (never retried)."""
 
-    async def send(self, message: OutgoingMessage, provider_key: str) -> None:
+    async def send(self, message: OutgoingMessage, provider_key: str) -> Sent | None:
         """Deliver ``message``; a repeat with the same ``provider_key`` must not deliver twice
-        where the channel can tell."""
+        where the channel can tell. Returns the provider's receipt, if it gives one."""
         ...
 
 
@@ -188,11 +221,14 @@ def _last_byte(file: BinaryIO, size: int) -> bytes:
 
 
 class SmtpChannel:
-    """E-mail over SMTP (stdlib ``smtplib`` in a thread, so the event loop never blocks).
+    """E-mail over SMTP with ``aiosmtplib``: a text and an HTML part, the attachments (the
+    booking's ``.ics``), and the clinic's name as the sender's display name.
 
     Port 465 uses implicit TLS; otherwise STARTTLS is used when the server offers it. Staff
     alerts go to ``staff_to`` (the sender address unless given). SMS is refused with
-    :class:`PermanentDeliveryError`: no SMS provider is configured.
+    :class:`PermanentDeliveryError` (:class:`RoutingChannel` sends it to the SMS provider). A
+    5xx answer (a refused recipient, a rejected message) is permanent; anything else (4xx, a
+    timeout, a refused connection) is retried by the dispatcher.
     """
 
     def __init__(
@@ -215,20 +251,47 @@ class SmtpChannel:
         # Shorter than the dispatcher's lease, so a hung server cannot outlive the lease.
         self.timeout = timeout
 
-    async def send(self, message: OutgoingMessage, provider_key: str) -> None:
+    async def send(self, message: OutgoingMessage, provider_key: str) -> Sent:
         """Send one e-mail whose ``Message-ID`` derives from the provider key."""
         if message.channel == "sms":
             raise PermanentDeliveryError("no SMS provider is configured")
-        await asyncio.to_thread(self._send, message, provider_key)
+        email = self.build(message, provider_key)
+        try:
+            await aiosmtplib.send(
+                email,
+                hostname=self.host,
+                port=self.port,
+                username=self.user or None,
+                password=(self.password or "") if self.user else None,
+                use_tls=self.port == 465,
+                start_tls=None if self.port != 465 else False,
+                timeout=self.timeout,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as error:
+            codes = [r.code for r in error.recipients]
+            if all(500 <= c < 600 for c in codes):
+                raise PermanentDeliveryError(f"recipient refused: {codes}") from error
+            raise
+        except aiosmtplib.SMTPResponseException as error:
+            if 500 <= error.code < 600:
+                raise PermanentDeliveryError(f"SMTP {error.code}: {error.message}") from error
+            raise
+        return Sent(provider_message_id=str(email["Message-ID"]), status="sent")
 
-    def _send(self, message: OutgoingMessage, provider_key: str) -> None:
+    def build(self, message: OutgoingMessage, provider_key: str) -> EmailMessage:
+        """The e-mail: ``multipart/mixed`` of the text/HTML alternative and the attachments."""
         email = EmailMessage()
-        email["From"] = self.sender
+        email["From"] = (
+            Address(display_name=message.sender_name, addr_spec=self.sender)
+            if message.sender_name
+            else self.sender
+        )
         email["To"] = self.staff_to if message.channel == "staff" else message.to
         email["Subject"] = message.subject
         email["Message-ID"] = message_id(provider_key, self.sender)
         email["X-Idempotency-Key"] = provider_key
         email.set_content(message.body)
+        email.add_alternative(as_html(message.subject, message.body), subtype="html")
         for a in message.attachments:
             maintype, _, rest = a.content_type.partition("/")
             subtype, *options = (part.strip() for part in rest.split(";"))
@@ -239,19 +302,105 @@ class SmtpChannel:
                 filename=a.filename,
                 params=dict(o.split("=", 1) for o in options if "=" in o),
             )
-        smtp: smtplib.SMTP
-        if self.port == 465:
-            smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout)
+        return email
+
+
+def as_html(subject: str, body: str) -> str:
+    """The HTML part of a message: the plain text, escaped, one ``<p>`` per paragraph."""
+    paragraphs = "".join(
+        "<p>" + html.escape(p.strip()).replace("\n", "<br>") + "</p>\n"
+        for p in body.split("\n\n")
+        if p.strip()
+    )
+    return (
+        '<!doctype html>\n<html><head><meta charset="utf-8">'
+        f"<title>{html.escape(subject)}</title></head>\n"
+        f'<body style="font-family: sans-serif; line-height: 1.5">\n{paragraphs}</body></html>\n'
+    )
+
+
+class SmsChannel:
+    """SMS through a Twilio-compatible REST API:
+    ``POST {base_url}/2010-04-01/Accounts/{account}/Messages.json`` (form ``To``, ``From`` or
+    ``MessagingServiceSid``, ``Body``, ``StatusCallback``) with HTTP basic auth
+    ``account:token``.
+
+    The provider key goes as the ``Idempotency-Key`` header (see the module docstring). A 4xx
+    answer other than 408/429 is permanent (an invalid or unreachable number, a refused
+    sender); 408, 429, 5xx and network errors are retried by the dispatcher.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        account: str,
+        token: str,
+        sender: str,
+        *,
+        status_callback: str | None = None,
+        timeout: float = 15.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account}/Messages.json"
+        self.auth = httpx.BasicAuth(account, token)
+        self.sender = sender
+        self.status_callback = status_callback
+        self.timeout = timeout
+        self._client = client
+
+    async def send(self, message: OutgoingMessage, provider_key: str) -> Sent:
+        """Create one message at the provider; returns its sid and status."""
+        if message.channel != "sms":
+            raise PermanentDeliveryError(f"the SMS channel cannot send {message.channel}")
+        form = {"To": message.to, "Body": message.body}
+        form["MessagingServiceSid" if self.sender.startswith("MG") else "From"] = self.sender
+        if self.status_callback:
+            form["StatusCallback"] = self.status_callback
+        headers = {"Idempotency-Key": provider_key}
+        if self._client is not None:
+            response = await self._client.post(
+                self.url, data=form, auth=self.auth, headers=headers, timeout=self.timeout
+            )
         else:
-            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-        with smtp:
-            smtp.ehlo()
-            if self.port != 465 and smtp.has_extn("starttls"):
-                smtp.starttls()
-                smtp.ehlo()
-            if self.user:
-                smtp.login(self.user, self.password or "")
-            smtp.send_message(email)
+            async with httpx.AsyncClient() as client:
+                response = await client.post(
+                    self.url, data=form, auth=self.auth, headers=headers, timeout=self.timeout
+                )
+        if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+            raise PermanentDeliveryError(
+                f"SMS provider {response.status_code}: {_reason(response)}"
+            )
+        response.raise_for_status()
+        answer = response.json()
+        return Sent(
+            provider_message_id=str(answer["sid"]),
+            status=PROVIDER_STATUSES.get(str(answer.get("status")), "queued"),
+        )
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        answer = response.json()
+    except ValueError:
+        return response.text[:200]
+    return f"{answer.get('code', '')} {answer.get('message', '')}".strip()[:200]
+
+
+class RoutingChannel:
+    """Sends each message through the channel for its kind: ``email`` and ``staff`` by e-mail,
+    ``sms`` by the SMS provider (refused for good when none is configured)."""
+
+    def __init__(self, email: Channel, sms: Channel | None) -> None:
+        self.email = email
+        self.sms = sms
+
+    async def send(self, message: OutgoingMessage, provider_key: str) -> Sent | None:
+        """Route ``message`` by its channel."""
+        if message.channel == "sms":
+            if self.sms is None:
+                raise PermanentDeliveryError("no SMS provider is configured")
+            return await self.sms.send(message, provider_key)
+        return await self.email.send(message, provider_key)
 
 
 def message_id(provider_key: str, sender: str) -> str:

@@ -17,6 +17,10 @@ Guarantee (nothing sent twice, nothing lost):
    still carries this dispatcher's lease token, so a dispatcher whose lease expired cannot
    overwrite the outcome of the one that took over.
 
+A message that fails for good (permanently, or after ``max_attempts``) is handed on in the same
+statement: to the patient's other channel, or as a staff alert when there is none left
+(:mod:`activities.delivery`; docs/messaging.md).
+
 A failed send goes back to ``pending`` with exponential backoff
 (``base_backoff_seconds * 2 ** (attempts - 1)``, capped at an hour) and ``last_error``; after
 ``max_attempts`` it is ``failed``. A :class:`~activities.channels.PermanentDeliveryError` (or a
@@ -38,6 +42,7 @@ import asyncpg
 
 from activities import ics
 from activities.channels import Attachment, Channel, OutgoingMessage, PermanentDeliveryError
+from activities.delivery import fallback_for
 from activities.messages_text import render
 
 logger = logging.getLogger(__name__)
@@ -74,18 +79,33 @@ WHERE p.patient_id = ANY($1::text[])
 
 _MARK_SENT = """
 UPDATE notification_outbox
-SET status = 'sent', sent_at = now(), leased_until = NULL, last_error = NULL
+SET status = 'sent', sent_at = now(), leased_until = NULL, last_error = NULL,
+    provider_message_id = coalesce($3, provider_message_id),
+    delivery_status = coalesce(delivery_status, $4), delivery_updated_at = now()
 WHERE id = $1 AND lease_token = $2 AND status = 'sending'
 """
 
+# A row that fails for good writes its fallback ($7.., activities/delivery.py) in the same
+# statement, so a crash cannot leave a failed message without one.
 _MARK_FAILED_ATTEMPT = """
-UPDATE notification_outbox
-SET status = CASE WHEN $4 OR attempts >= $5 THEN 'failed' ELSE 'pending' END,
-    next_attempt_at = now() + make_interval(secs => $3),
-    leased_until = NULL,
-    last_error = $6
-WHERE id = $1 AND lease_token = $2 AND status = 'sending'
-RETURNING status
+WITH marked AS (
+    UPDATE notification_outbox
+    SET status = CASE WHEN $4 OR attempts >= $5 THEN 'failed' ELSE 'pending' END,
+        next_attempt_at = now() + make_interval(secs => $3),
+        leased_until = NULL,
+        last_error = $6
+    WHERE id = $1 AND lease_token = $2 AND status = 'sending'
+    RETURNING status, workflow_id, patient_id
+), fallback AS (
+    INSERT INTO notification_outbox
+        (workflow_id, notification_key, patient_id, kind, audience, channel, params,
+         provider_key)
+    SELECT m.workflow_id, $7::text, m.patient_id, $8, $9, $10, $11::jsonb,
+           m.workflow_id || ':' || $7::text
+    FROM marked m WHERE m.status = 'failed' AND $7::text IS NOT NULL
+    ON CONFLICT (workflow_id, notification_key) DO NOTHING
+)
+SELECT status FROM marked
 """
 
 
@@ -161,21 +181,30 @@ class OutboxDispatcher:
         ids = {"workflow_id": row.workflow_id, "notification_key": row.notification_key}
         if row.attempts > self.max_attempts:
             # Only reachable when earlier claims crashed before recording their outcome.
-            await self._record_failure(row, token, "claimed too often without an outcome", True)
+            await self._record_failure(
+                row, token, "claimed too often without an outcome", True, recipient
+            )
             return
         try:
             message = self._compose(row, recipient)
             if row.audience == "patient" and row.channel == "email":
                 message = await self._with_invitation(row, message)
-            await self._channel.send(message, row.provider_key)
+            receipt = await self._channel.send(message, row.provider_key)
         except PermanentDeliveryError as error:
-            await self._record_failure(row, token, str(error), permanent=True)
+            await self._record_failure(row, token, str(error), True, recipient)
             return
         except Exception as error:  # any channel failure is retried; details go to last_error
             logger.warning("send failed", extra={**ids, "attempt": row.attempts})
-            await self._record_failure(row, token, f"{type(error).__name__}: {error}", False)
+            error_text = f"{type(error).__name__}: {error}"
+            await self._record_failure(row, token, error_text, False, recipient)
             return
-        status = await self._pool.execute(_MARK_SENT, row.id, token)
+        status = await self._pool.execute(
+            _MARK_SENT,
+            row.id,
+            token,
+            receipt.provider_message_id if receipt else None,
+            receipt.status if receipt else None,
+        )
         if status.endswith(" 1"):
             self._count("sent", row)
         else:
@@ -223,13 +252,23 @@ class OutboxDispatcher:
             to=to,
             subject=text.subject,
             body=text.body,
+            sender_name=recipient["clinic_name"] if recipient is not None else None,
         )
 
     async def _record_failure(
-        self, row: _Claimed, token: uuid.UUID, error: str, permanent: bool
+        self, row: _Claimed, token: uuid.UUID, error: str, permanent: bool, recipient: Any
     ) -> None:
         backoff = min(
             self.base_backoff_seconds * 2 ** max(row.attempts - 1, 0), MAX_BACKOFF_SECONDS
+        )
+        fallback = fallback_for(
+            notification_key=row.notification_key,
+            kind=row.kind,
+            audience=row.audience,
+            channel=row.channel,
+            params=row.params,
+            email=recipient["email"] if recipient is not None else None,
+            phone=recipient["phone"] if recipient is not None else None,
         )
         status = await self._pool.fetchval(
             _MARK_FAILED_ATTEMPT,
@@ -239,6 +278,11 @@ class OutboxDispatcher:
             permanent,
             self.max_attempts,
             error[:1000],
+            fallback.notification_key if fallback else None,
+            fallback.kind if fallback else None,
+            fallback.audience if fallback else None,
+            fallback.channel if fallback else None,
+            fallback.params if fallback else None,
         )
         if status is None:
             self._count("lease_lost", row)

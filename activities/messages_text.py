@@ -47,6 +47,12 @@ _STAFF_ALERTS: dict[str, tuple[str, str]] = {
         "Review overdue",
         "The review is overdue. Book it with the patient and record its outcome.",
     ),
+    # activities/delivery.py: a patient message that no channel could deliver.
+    "undeliverable": (
+        "Message not delivered",
+        "A message to the patient could not be delivered by e-mail or SMS. Check the contact "
+        "details, reach the patient another way, and see the journey's messages for the reason.",
+    ),
 }
 
 

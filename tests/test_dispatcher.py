@@ -227,10 +227,12 @@ async def test_gives_up_after_max_attempts(pg_pool: asyncpg.Pool, tmp_path: Path
     for _ in range(2):
         await pg_pool.execute("UPDATE notification_outbox SET next_attempt_at = now()")
         assert await dispatcher.run_once() == 1
-    assert await statuses(pg_pool) == [("k", "failed", 2)]
+    # The patient has no phone: the failed message becomes a staff alert (activities/delivery.py).
+    assert await statuses(pg_pool) == [("k", "failed", 2), ("k~undeliverable", "pending", 0)]
     await pg_pool.execute("UPDATE notification_outbox SET next_attempt_at = now()")
-    assert await dispatcher.run_once() == 0
-    assert dispatcher.counts == {"retry": 1, "failed": 1}
+    assert await dispatcher.run_once() == 1  # the staff alert, which fails in turn
+    assert await statuses(pg_pool) == [("k", "failed", 2), ("k~undeliverable", "pending", 1)]
+    assert dispatcher.counts == {"retry": 2, "failed": 1}
 
 
 async def test_permanent_failure_is_not_retried(pg_pool: asyncpg.Pool) -> None:
@@ -241,7 +243,7 @@ async def test_permanent_failure_is_not_retried(pg_pool: asyncpg.Pool) -> None:
     await enqueue(pg_pool, [NotificationRecord(key="k", kind="aftercare")])
     dispatcher = OutboxDispatcher(pg_pool, NoSms())
     assert await dispatcher.run_once() == 1
-    assert await statuses(pg_pool) == [("k", "failed", 1)]
+    assert await statuses(pg_pool) == [("k", "failed", 1), ("k~undeliverable", "pending", 0)]
     assert await pg_pool.fetchval("SELECT last_error FROM notification_outbox") == (
         "no SMS provider is configured"
     )

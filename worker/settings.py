@@ -129,6 +129,14 @@ class Settings(BaseSettings):
     smtp_user: str | None = None
     smtp_password: SecretStr | None = None
     smtp_sender: str = "clinic@example.invalid"
+    # SMS through a Twilio-compatible REST API, with NOTIFICATION_CHANNEL=smtp (docs/messaging.md).
+    sms_base_url: str = "https://api.twilio.com"
+    sms_account_sid: str | None = None
+    sms_auth_token: SecretStr | None = None
+    sms_sender: str | None = Field(
+        default=None,
+        description="The sending number (+15550001111) or a messaging service (MG...).",
+    )
 
     metrics_prometheus_bind: str | None = None
     log_level: str = "INFO"
@@ -179,6 +187,11 @@ class Settings(BaseSettings):
     def integration_secrets(self) -> dict[str, str]:
         """The webhook HMAC secrets in clear, for the signature check only."""
         return {name: s.get_secret_value() for name, s in self.journey_integration_secrets.items()}
+
+    @property
+    def sms_status_callback_url(self) -> str:
+        """Where the SMS provider posts delivery statuses (api/routes/messaging.py)."""
+        return self.journey_public_url.rstrip("/") + "/api/messaging/sms-status"
 
     @property
     def outbox_file(self) -> Path:
