@@ -40,6 +40,7 @@ from api.routes import (
     integrations,
     journeys,
     me,
+    messaging,
     plans,
     webhooks_admin,
 )
@@ -217,6 +218,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         clinical.router,  # consent, photos, outcomes (issue 19; before the journeys' routes)
         journeys.router,
         integrations.router,
+        messaging.router,  # the SMS provider's delivery statuses (docs/messaging.md)
         me.router,
         plans.router,
         fhir.router,  # /fhir/R4 (docs/integrations.md)

@@ -200,6 +200,7 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], Rule]] = {
     ("GET", "/auth/oidc/login"): Public("none: starts the OpenID Connect sign-in"),
     ("GET", "/auth/oidc/callback"): Public("the provider's code, state and PKCE verifier"),
     ("POST", "/api/integrations/session-completed"): Public("the integration's signature"),
+    ("POST", "/api/messaging/sms-status"): Public("the SMS provider's signature (auth token)"),
     ("GET", "/api/me/journey"): _PATIENT_LINK,
     ("POST", "/api/me/reschedule"): _PATIENT_LINK,
     ("POST", "/api/me/spf-attestation"): _PATIENT_LINK,
