@@ -28,7 +28,7 @@ from api.main import create_app
 from tests.messaging_fakes import FakeSmsProvider, LocalSmtpServer, free_port, serve_asgi
 from tests.status_helpers import full_status
 from tests.test_api import make_settings
-from worker.notifications import build_channel
+from worker.notifications import build_channel, build_sms_channel
 from workflows.records import NotificationRecord, StepRecord
 
 SESSION = {"session": "1", "starts_at": "2026-03-03T09:00:00+00:00", "timezone": "UTC"}
@@ -263,3 +263,20 @@ async def test_a_refused_provider_login_is_permanent(messaging: Messaging) -> No
     message = OutgoingMessage(channel="sms", to=PHONE, subject="s", body="b")
     with pytest.raises(PermanentDeliveryError, match="401"):
         await channel.send(message, "k")
+
+
+def test_sms_settings_are_checked() -> None:
+    assert build_sms_channel(make_settings()) is None
+    with pytest.raises(ValueError, match="SMS_AUTH_TOKEN and SMS_SENDER"):
+        build_sms_channel(make_settings(sms_account_sid="AC1", sms_auth_token="t"))
+    channel = build_sms_channel(
+        make_settings(
+            sms_account_sid="AC1",
+            sms_auth_token="t",
+            sms_sender="+15559990000",
+            journey_public_url="https://journey.clinic.example/",
+        )
+    )
+    assert channel is not None
+    assert channel.url == "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json"
+    assert channel.status_callback == "https://journey.clinic.example/api/messaging/sms-status"
