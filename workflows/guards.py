@@ -166,6 +166,12 @@ def refusal(what: str, stage: str) -> Reason | None:
     )
 
 
+def refusals(what: str, stage: str) -> list[Reason]:
+    """:func:`refusal` as a list (empty when ``stage`` accepts ``what``), to join other rules."""
+    found = refusal(what, stage)
+    return [found] if found else []
+
+
 def may_move(src: str, dst: str) -> bool:
     """True if the journey may move from stage ``src`` to ``dst`` (or stays)."""
     return src == dst or dst in TRANSITIONS[src]

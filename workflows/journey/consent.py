@@ -117,7 +117,7 @@ def withdraw(fx: Effects, request: ConsentWithdrawRequest) -> Write:
     st.consent_version = None
     st.flag(CONSENT_FLAG)
     fx.pause(f"Consent withdrawn: {request.reason}")
-    cancelled, st.pending_messages = st.pending_messages, []
+    cancelled = st.take_pending_messages()
     return Write(
         events=[
             fx.event(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.guards import refusal
+    from workflows.guards import refusals
     from workflows.journey import consent
     from workflows.journey.effects import Effects, Write
     from workflows.journey.refusals import refuse_if, starting_refusals
@@ -35,8 +35,7 @@ class ConsentRequests:
         )
 
     def _validate_consent(self, what: str) -> None:
-        found = refusal(what, self._state.stage)
-        refuse_if("Consent", starting_refusals(self._fx) + ([found] if found else []))
+        refuse_if("Consent", starting_refusals(self._fx) + refusals(what, self._state.stage))
 
     @workflow.update
     async def record_consent(self, request: ConsentRequest) -> ConsentResult:

@@ -14,7 +14,7 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.guards import refusal
+    from workflows.guards import refusals
     from workflows.journey import aftercare, recovery, sessions
     from workflows.journey.effects import Effects, Write
     from workflows.messages import (
@@ -41,8 +41,7 @@ MAX_ANOMALIES = 50
 
 
 def adverse_problems(fx: Effects, fact: AdverseEventSignal) -> list[Reason]:
-    found = refusal("adverse_event", fx.state.stage)
-    return [found] if found else []
+    return refusals("adverse_event", fx.state.stage)
 
 
 def apply_adverse(fx: Effects, fact: AdverseEventSignal) -> Write:
@@ -51,7 +50,7 @@ def apply_adverse(fx: Effects, fact: AdverseEventSignal) -> Write:
     st.flag("adverse_event")
     st.add_task(f"Adverse event ({fact.severity}): see note {fact.note_ref}")
     fx.pause(f"Adverse event ({fact.severity}); see note {fact.note_ref}.")
-    cancelled, st.pending_messages = st.pending_messages, []
+    cancelled = st.take_pending_messages()
     return Write(
         events=[
             fx.event(

@@ -184,8 +184,7 @@ def apply_checkin(fx: Effects, fact: RecoveryCheckinSignal) -> Write:
         st.flag("prolonged_reaction")
         st.add_task(f"See the patient: reaction still present on day {day} after session {number}")
         fx.pause("A prolonged reaction needs a clinician before the next session.")
-        cancelled += st.pending_messages
-        st.pending_messages = []
+        cancelled += st.take_pending_messages()
         notifications.append(
             fx.notify(
                 "staff_alert",

@@ -67,12 +67,6 @@ def session_params(fx: Effects, s: SessionStatus) -> dict[str, str]:
     return params
 
 
-def cancel_pending(fx: Effects) -> list[str]:
-    """Take the scheduled messages a pause, a move or a withdraw makes stale."""
-    keys, fx.state.pending_messages = fx.state.pending_messages, []
-    return keys
-
-
 def booking_messages(fx: Effects, s: SessionStatus, kind: str) -> list[NotificationRecord]:
     """The confirmation now and the reminder at its send time (if that is still ahead)."""
     st = fx.state
@@ -296,7 +290,7 @@ def apply_completion(fx: Effects, fact: SessionCompletedSignal) -> Write:
     )
     if not checked:
         st.flag("no_pre_session_check")
-    cancelled = cancel_pending(fx)
+    cancelled = fx.state.take_pending_messages()
     nxt = st.current_session()
     if nxt is not None and needs_replan(fx, nxt):
         # A completion dated earlier than planned: the rest of the plan moves now, so the
@@ -384,7 +378,7 @@ def apply_pre_session_check(fx: Effects, request: PreSessionCheckRequest) -> Wri
             )
         ],
         appointments=[fx.appointment(number)],
-        cancel=cancel_pending(fx),
+        cancel=fx.state.take_pending_messages(),
     )
 
 
@@ -407,11 +401,12 @@ def check_reschedule(fx: Effects, request: RescheduleRequest) -> ChangeCheck:
 
 def reschedule_problems(fx: Effects, request: RescheduleRequest) -> list[Reason]:
     st = fx.state
-    stage = st.paused_from if st.stage == "paused" else st.stage
-    stage_refusal = refusal("reschedule", st.stage)
-    if stage_refusal is None and stage is not None:
-        stage_refusal = refusal("reschedule", stage) if stage != st.stage else None
-    if stage_refusal is not None or not st.sessions or st.current_session() is None:
+    # While paused, the stage the pause holds must accept a move too.
+    held = st.paused_from if st.stage == "paused" else None
+    stage_refusal = refusal("reschedule", st.stage) or (
+        refusal("reschedule", held) if held else None
+    )
+    if stage_refusal or not st.sessions or st.current_session() is None:
         return [
             Reason(
                 rule="nothing_to_reschedule",
@@ -441,7 +436,7 @@ def apply_reschedule(fx: Effects, request: RescheduleRequest, check: ChangeCheck
             state="booked" if booked else "planned",
         )
         if booked:
-            cancelled.extend(cancel_pending(fx))
+            cancelled.extend(fx.state.take_pending_messages())
             notifications.extend(booking_messages(fx, moved, "session_rebooked"))
         elif offset == 0:
             # Not booked yet: the patient still hears of the new date they asked for.

@@ -169,6 +169,11 @@ class JourneyState(BaseModel):
                 return self.sessions[i]
         raise KeyError(number)
 
+    def take_pending_messages(self) -> list[str]:
+        """The scheduled outbox keys still pending, to cancel (a pause, a move, a withdraw)."""
+        keys, self.pending_messages = self.pending_messages, []
+        return keys
+
     def flag(self, name: str, on: bool = True) -> None:
         """Raise (or lower) a flag."""
         if on and name not in self.flags:

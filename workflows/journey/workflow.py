@@ -13,7 +13,7 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.guards import refusal
+    from workflows.guards import refusals
     from workflows.journey import aftercare, facts, planning, recovery, sessions
     from workflows.journey.consent_requests import ConsentRequests
     from workflows.journey.effects import Effects, JourneyClosed, Write
@@ -272,11 +272,10 @@ class PatientJourney(ConsentRequests):
 
     @submit_screening.validator
     def _validate_screening(self, request: ScreeningRequest) -> None:
-        found = refusal("submit_screening", self._state.stage)
         _refuse_if(
             "Screening",
             self._starting()
-            + ([found] if found else [])
+            + refusals("submit_screening", self._state.stage)
             + _clinician_only(request.answers, request.requested_by),
         )
 
@@ -345,7 +344,7 @@ class PatientJourney(ConsentRequests):
             self._validate_pause(request)
             previous = st.stage
             fx.pause(request.reason)
-            cancelled, st.pending_messages = st.pending_messages, []
+            cancelled = st.take_pending_messages()
             st.changes += 1
             await fx.write(
                 Write(
@@ -364,8 +363,7 @@ class PatientJourney(ConsentRequests):
 
     @pause.validator
     def _validate_pause(self, request: PauseRequest) -> None:
-        found = refusal("pause", self._state.stage)
-        _refuse_if("Pause", [found] if found else [])
+        _refuse_if("Pause", refusals("pause", self._state.stage))
 
     @workflow.update
     async def resume(self, request: ResumeRequest) -> ControlResult:
@@ -404,8 +402,7 @@ class PatientJourney(ConsentRequests):
 
     @resume.validator
     def _validate_resume(self, request: ResumeRequest) -> None:
-        found = refusal("resume", self._state.stage)
-        _refuse_if("Resume", [found] if found else [])
+        _refuse_if("Resume", refusals("resume", self._state.stage))
 
     @workflow.update
     async def withdraw(self, request: WithdrawRequest) -> ControlResult:
@@ -440,8 +437,7 @@ class PatientJourney(ConsentRequests):
 
     @withdraw.validator
     def _validate_withdraw(self, request: WithdrawRequest) -> None:
-        found = refusal("withdraw", self._state.stage)
-        _refuse_if("Withdraw", [found] if found else [])
+        _refuse_if("Withdraw", refusals("withdraw", self._state.stage))
 
     @workflow.update
     async def record_review(self, request: ReviewRequest) -> ReviewResult:
@@ -490,10 +486,9 @@ class PatientJourney(ConsentRequests):
     @resolve_anomaly.validator
     def _validate_resolve(self, request: ResolveAnomalyRequest) -> None:
         _refuse_if("ResolveAnomaly", self._starting())
-        found = refusal("resolve_anomaly", self._state.stage)
         _refuse_if(
             "ResolveAnomaly",
-            ([found] if found else [])
+            refusals("resolve_anomaly", self._state.stage)
             or facts.resolve_problems(self._fx, request.anomaly_id, request.action),
         )
 
