@@ -327,6 +327,10 @@ class ClinicSettings(BaseModel):
             ``consent_needed`` flag until it is given.
         sandbox: A training or demonstration clinic: only such a clinic (or a development
             deployment) may run journeys on the simulation clock (``time_scale`` other than 1).
+        booking: Who owns the appointment slots (``workflows/booking.py``): ``builtin`` (our
+            scheduler over the clinic's resources in PostgreSQL) or ``external`` (the clinic's
+            own booking system, which receives each session's allowed window and reports its
+            appointments back).
     """
 
     model_config = _FROZEN
@@ -340,6 +344,7 @@ class ClinicSettings(BaseModel):
     session_start: time = time(9, 0)
     sandbox: bool = False
     consent_required: bool = False
+    booking: Literal["builtin", "external"] = "builtin"
 
     @field_validator("timezone")
     @classmethod
