@@ -4,8 +4,8 @@ Used by the journey before it asks for a slot (``workflows/booking.py``), by the
 offers free times for a reschedule, and by the booking-system event published for a clinic with
 its own booking system. One rule set: every day is checked with
 :func:`workflows.changes.check_session_change` (open day, summer, the hard minimum after the
-previous session, trips and their buffer, the season cutoff), and only days that leave the later
-sessions where they are count (moving them is a reschedule, not a booking).
+previous session, trips and their buffer, the season cutoff, and for the later sessions the
+shift a day forces on them: a day that would push them past the cutoff is not allowed).
 
 The window's ends come from the interval: from the later of the booking notice and the hard
 minimum after the previous session, to the end of the target interval after it (for a first
@@ -62,7 +62,8 @@ def allowed_days(
     conservative: bool = False,
     earliest: date | None = None,
 ) -> list[date]:
-    """The days session ``number`` may take place without moving any later session, ascending.
+    """The days session ``number`` may take place, ascending (a day after the planned one may
+    shift later sessions; :func:`check_session_change` gives their new dates).
 
     Empty when no day in the window is allowed (e.g. the season cutoff passed): the caller
     replans.
@@ -85,7 +86,7 @@ def allowed_days(
         check = check_session_change(
             number, day, sessions, cp, today=today, trips=trips, conservative=conservative
         )
-        if check.accepted and not check.shifted_sessions:
+        if check.accepted:
             days.append(day)
         day += timedelta(days=1)
     return days
