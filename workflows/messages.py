@@ -87,6 +87,9 @@ class JourneyStartRequest(_Message):
     screening_by: Actor = "staff"
     trips: list[DateRange] = Field(default=[], max_length=20)
     time_scale: float = Field(default=1.0, ge=1.0, le=10_000_000.0)
+    sim_start: ClinicDateTime | None = None
+    """Where the simulation clock starts (a season simulation puts every journey on one
+    calendar). Honoured only with the simulation clock, i.e. in a sandbox clinic."""
     earliest_start: ClinicDate | None = None
     clinic_protocol: ClinicProtocol | None = None
     # Set only by continue-as-new: everything the journey knows, handed whole to the next run.

@@ -96,6 +96,8 @@ class Effects:
             st.sim_anchor_sim = real_now
             # The simulation clock is for training clinics only: elsewhere real time.
             st.time_scale = st.requested_time_scale if st.clinic.clinic.sandbox else 1.0
+            if st.sim_start is not None and st.time_scale != 1.0:
+                st.sim_anchor_sim = st.sim_start
         assert st.sim_anchor_sim is not None
         self._clock = JourneyClock(st.time_scale, st.sim_anchor_real, st.sim_anchor_sim)
 

@@ -61,6 +61,7 @@ class JourneyState(BaseModel):
     cp: ClinicProtocol | None = None
     sim_anchor_real: datetime | None = None
     sim_anchor_sim: datetime | None = None
+    sim_start: datetime | None = None
 
     # The course.
     course_number: int = 1

@@ -72,6 +72,7 @@ def _initial_state(request: JourneyStartRequest) -> JourneyState:
         numbing_cream=request.numbing_cream,
         trips=list(request.trips),
         requested_time_scale=request.time_scale,
+        sim_start=request.sim_start,
         earliest_start=request.earliest_start,
         cp=request.clinic_protocol,
         answers=request.screening,
