@@ -33,6 +33,7 @@ from api.limits import BodySizeLimit
 from api.openapi_doc import install as install_openapi
 from api.photos import MULTIPART_OVERHEAD, PhotoSettings
 from api.routes import (
+    booking,
     calendar,
     clinical,
     fhir,
@@ -218,6 +219,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         clinical.router,  # consent, photos, outcomes (issue 19; before the journeys' routes)
         journeys.router,
         integrations.router,
+        booking.router,  # a clinic's own booking system (docs/booking-systems.md)
         messaging.router,  # the SMS provider's delivery statuses (docs/messaging.md)
         me.router,
         plans.router,

@@ -64,6 +64,7 @@ from api.tokens import patient_link
 from worker.client import connect_client
 from worker.settings import Settings
 from worker.telemetry import get_metrics
+from workflows.booking import AppointmentReport
 from workflows.calendar import clinic_today
 from workflows.ids import workflow_id
 from workflows.journey import PatientJourney
@@ -1040,6 +1041,18 @@ class JourneyService:
                 source=source,
             ),
             source,
+        )
+
+    async def report_appointment(self, patient_id: str, report: AppointmentReport) -> FactResult:
+        """Report an appointment event of the clinic's booking system (``api/booking``); the
+        journey applies it once per ``report.idempotency_key``.
+
+        Raises:
+            FactKept: the journey could not apply it (e.g. a start outside the session's
+                allowed days): it is kept for staff with the reasons.
+        """
+        return await self._report(
+            patient_id, PatientJourney.report_appointment, report, "integration"
         )
 
     async def spf_attested(

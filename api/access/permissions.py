@@ -201,6 +201,9 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], Rule]] = {
     ("GET", "/auth/oidc/callback"): Public("the provider's code, state and PKCE verifier"),
     ("POST", "/api/integrations/session-completed"): Public("the integration's signature"),
     ("POST", "/api/messaging/sms-status"): Public("the SMS provider's signature (auth token)"),
+    ("POST", "/api/booking/{clinic_id}/events"): Public(
+        "the clinic's booking system's signature (Standard Webhooks)"
+    ),
     ("GET", "/api/me/journey"): _PATIENT_LINK,
     ("POST", "/api/me/reschedule"): _PATIENT_LINK,
     ("POST", "/api/me/spf-attestation"): _PATIENT_LINK,
@@ -240,6 +243,14 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], Rule]] = {
         "integrations.manage"
     ),
     ("PUT", "/api/admin/external-ids"): "integrations.manage",
+    # --- a clinic's own booking system (docs/booking-systems.md)
+    ("PUT", "/api/booking/{clinic_id}/system"): "integrations.manage",
+    ("GET", "/api/booking/{clinic_id}/system"): "integrations.manage",
+    ("DELETE", "/api/booking/{clinic_id}/system"): "integrations.manage",
+    ("PUT", "/api/booking/{clinic_id}/patients"): "integrations.manage",
+    ("GET", "/api/booking/{clinic_id}/patients"): "integrations.manage",
+    ("GET", "/api/booking/{clinic_id}/appointments"): "journey.view",
+    ("GET", "/api/booking/{clinic_id}/events"): "integrations.manage",
     ("GET", "/api/admin/access-log"): "access_log.view",
     ("POST", "/codec/encode"): "codec.use",
     ("POST", "/codec/decode"): "codec.use",
