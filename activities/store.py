@@ -21,6 +21,7 @@ import pydantic
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from workflows.booking import SlotRelease, SlotRequest, SlotResult, default_slot
 from workflows.protocol import ClinicProtocol
 from workflows.records import ClinicRef, StepRecord
 
@@ -304,8 +305,22 @@ class JourneyStore:
                 non_retryable=True,
             ) from None
 
+    @activity.defn
+    async def reserve_slot(self, request: SlotRequest) -> SlotResult:
+        """A slot for one session (workflows/booking.py). Idempotent per (journey, course,
+        session)."""
+        # Until the scheduler (scheduling/store.py) is wired in: no known capacity.
+        return default_slot(request)
+
+    @activity.defn
+    async def release_slot(self, request: SlotRelease) -> None:
+        """Give back one session's reservation (idempotent)."""
+        return None
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [self.record_step, self.load_clinic, self.reserve_slot, self.release_slot]
+
 
 def build_activities(pool: asyncpg.Pool) -> list[Callable[..., Any]]:
     """The activities a journey worker registers, bound to ``pool`` (habit K5)."""
-    store = JourneyStore(pool)
-    return [store.record_step, store.load_clinic]
+    return JourneyStore(pool).activities()

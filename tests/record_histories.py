@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -27,8 +27,10 @@ from tests.journey_helpers import (
     update,
 )
 from tests.test_journey import BERLIN, RecordingStore, start
+from tests.test_journey_booking_system import EXTERNAL
 from worker.binaries import temporal_test_server
 from workflows import calendar
+from workflows.booking import AppointmentReport
 from workflows.journey import PatientJourney
 from workflows.messages import (
     AdverseEventSignal,
@@ -52,7 +54,7 @@ async def _record(name: str, scenario) -> None:  # type: ignore[no-untyped-def]
     )
     try:
         await register_search_attributes(env.client)
-        store = RecordingStore(BERLIN)
+        store = RecordingStore(EXTERNAL if name.startswith("booking_system") else BERLIN)
         async with new_worker(env.client, store.activities()) as w:
             handle = await scenario(env, w.task_queue)
             await settle(handle)
@@ -171,6 +173,56 @@ async def further_course(env: WorkflowEnvironment, tq: str):  # type: ignore[no-
     return env.client.get_workflow_handle(handle.id, run_id=handle.result_run_id)
 
 
+async def booking_system_appointments(env: WorkflowEnvironment, tq: str):  # type: ignore[no-untyped-def]
+    """A clinic with its own booking system: window, an appointment outside it (kept), one
+    inside, a move, a cancellation (window again), a booking and its completion."""
+    handle = await start(env, tq, clinic_id="berlin-booking", pore_grade="small")
+    await eventually(handle, lambda s: bool(s.next_action and "booking" in s.next_action))
+    await settle(handle)
+    st = await eventually(handle, lambda s: s.sessions[0].state == "planned")
+    day = st.sessions[0].planned_on
+    tz = "Europe/Berlin"
+
+    def report(event: str, when: datetime | None, key: str) -> AppointmentReport:
+        return AppointmentReport(
+            event=event,  # type: ignore[arg-type]
+            session_number=1,
+            starts_at=when,
+            external_appointment_id="apt-1",
+            idempotency_key=key,
+        )
+
+    at = calendar.local_datetime
+    await update(
+        handle,
+        PatientJourney.report_appointment,
+        report("created", at(day + timedelta(days=90), time(10), tz), "e0"),
+    )
+    await update(
+        handle,
+        PatientJourney.report_appointment,
+        report("created", at(day, time(14, 30), tz), "e1"),
+    )
+    await update(
+        handle,
+        PatientJourney.report_appointment,
+        report("rescheduled", at(day, time(9, 15), tz), "e2"),
+    )
+    await update(handle, PatientJourney.report_appointment, report("cancelled", None, "e3"))
+    await eventually(handle, lambda s: s.sessions[0].state == "planned")
+    await update(
+        handle, PatientJourney.report_appointment, report("created", at(day, time(11), tz), "e4")
+    )
+    await advance_to(env, at(day, time(12), tz))
+    await update(
+        handle,
+        PatientJourney.report_appointment,
+        report("completed", at(day, time(11, 40), tz), "e5"),
+    )
+    await eventually(handle, lambda s: s.stage == "recovery")
+    return handle
+
+
 SCENARIOS = {
     "four_sessions_completed": four_sessions_completed,
     "no_show_and_reschedule": no_show_and_reschedule,
@@ -180,6 +232,10 @@ SCENARIOS = {
     "further_course": further_course,
     # 202612-due-window-from-start: the same no-show path with the patch's marker.
     "no_show_due_window_from_start": no_show_and_reschedule,
+    # 202612-slot-booking: each booking and the move of a booked session reserve a slot.
+    "slot_booking_four_sessions": four_sessions_completed,
+    "slot_booking_reschedule": no_show_and_reschedule,
+    "booking_system_appointments": booking_system_appointments,
 }
 
 

@@ -20,6 +20,7 @@ from tests.journey_helpers import (
     status,
     update,
 )
+from tests.slot_standin import SLOT_ACTIVITIES
 from workflows import calendar
 from workflows.ids import workflow_id
 from workflows.journey import PatientJourney
@@ -45,7 +46,7 @@ class RecordingStore:
         return self.clinic
 
     def activities(self) -> list[Any]:
-        return [self.record_step, self.load_clinic]
+        return [self.record_step, self.load_clinic, *SLOT_ACTIVITIES]
 
     def event_kinds(self) -> list[str]:
         return [e.kind for step in sorted(self.steps) for e in self.steps[step].events]

@@ -32,6 +32,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.fixtures_temporal import new_worker, register_search_attributes
 from tests.journey_helpers import settle, status
+from tests.slot_standin import SLOT_ACTIVITIES
 from tests.test_journey import BERLIN, start
 from worker.binaries import temporal_test_server
 from workflows import calendar
@@ -112,7 +113,9 @@ class JourneyMachine(RuleBasedStateMachine):
 
     async def _start_worker(self) -> Any:
         # The worker binds to the running loop: build it inside this machine's loop.
-        worker = new_worker(self.env.client, [self.store.record_step, self.store.load_clinic])
+        worker = new_worker(
+            self.env.client, [self.store.record_step, self.store.load_clinic, *SLOT_ACTIVITIES]
+        )
         await worker.__aenter__()
         return worker
 

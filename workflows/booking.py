@@ -17,12 +17,13 @@ Every model carries ids only, never names of people (PHI stays in PostgreSQL).
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.bounds import ClinicDate, ClinicDateTime, IdempotencyKeyText, safe_text
+from workflows.calendar import local_datetime
 
 if TYPE_CHECKING:
     RefText = str
@@ -88,6 +89,21 @@ class SlotResult(_Model):
     next_option: NextOption | None = None
     capacity_known: bool = True
     """False: the clinic has no resources on file; the slot is its default time."""
+
+
+def default_slot(request: SlotRequest) -> SlotResult:
+    """The answer for a clinic with no resources on file (no known capacity): the preferred
+    day at the requested or the clinic's default start."""
+    starts_at = local_datetime(
+        request.preferred_on, request.exact_time or request.default_start, request.timezone
+    )
+    return SlotResult(
+        slot=BookedSlot(
+            starts_at=starts_at,
+            ends_at=starts_at + timedelta(minutes=request.duration_minutes),
+        ),
+        capacity_known=False,
+    )
 
 
 class SlotRelease(_Model):

@@ -74,6 +74,13 @@ def local_datetime(d: date, t: time, tz: str) -> datetime:
     return local.astimezone(UTC)
 
 
+def local_time(instant: datetime, tz: str) -> time:
+    """The wall-clock time of ``instant`` in zone ``tz`` (e.g. a slot's start as the clinic
+    reads it)."""
+    _require_aware(instant)
+    return instant.astimezone(ZoneInfo(tz)).time().replace(tzinfo=None)
+
+
 def end_of_local_day(d: date, tz: str) -> datetime:
     """The UTC instant at which local date ``d`` ends (the next local midnight).
 

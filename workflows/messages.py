@@ -335,6 +335,12 @@ class SessionStatus(_Message):
     source: str | None = None
     pre_session_checked: bool = False
     reaction: Reaction | None = None
+    confirmed_at: datetime | None = None
+    """When the patient confirmed the appointment by replying (issue 18, ``report_reply``)."""
+    resources: list[str] = []
+    """Where and with whom (labels of the reserved laser, room, practitioner code): no PHI."""
+    external_appointment_id: str | None = None
+    """The clinic's booking system's appointment id (``booking = "external"``)."""
 
 
 class RefusedRequest(_Message):

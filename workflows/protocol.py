@@ -126,6 +126,8 @@ class Protocol(BaseModel):
         max_sessions_per_course: Upper bound on sessions planned in one course.
         planning_horizon_years: The planner searches this far ahead before giving up.
         booking_notice_days: A journey books its first session at least this many days ahead.
+        slot_retry_hours: With built-in scheduling, how often a journey whose session found no
+            free slot inside its allowed window asks again (a cancellation frees one).
         review_early_days: How many days before the review date ``record_review`` is accepted
             (0–14): accepted from ``review date − review_early_days``, that day included.
         spf_factor: The sun-protection factor named in every text (15–100; seed: SPF 50).
@@ -167,6 +169,7 @@ class Protocol(BaseModel):
     review_early_days: int = Field(default=3, ge=0, le=14)
     spf_factor: int = Field(default=50, ge=15, le=100)
     completion_clock_skew_minutes: int = Field(default=10, ge=0, le=120)
+    slot_retry_hours: int = Field(default=24, ge=1, le=24 * 14)
     screening: ScreeningRules = Field(default_factory=ScreeningRules)
 
     @field_validator("sessions_by_grade")

@@ -14,6 +14,7 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from workflows.booking import AppointmentReport
     from workflows.guards import refusals
     from workflows.journey import aftercare, recovery, sessions
     from workflows.journey.effects import Effects, Write
@@ -27,7 +28,13 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.reasons import Reason
 
-Fact = SessionCompletedSignal | RecoveryCheckinSignal | SpfAttestedSignal | AdverseEventSignal
+Fact = (
+    SessionCompletedSignal
+    | RecoveryCheckinSignal
+    | SpfAttestedSignal
+    | AdverseEventSignal
+    | AppointmentReport
+)
 
 # Patches (docs/versioning.md).
 REPEAT_REPORT_IS_DUPLICATE = "202612-repeat-report-is-duplicate"
@@ -80,6 +87,7 @@ _RULES = {
     "recovery_checkin": (recovery.checkin_problems, recovery.apply_checkin),
     "spf_attested": (aftercare.spf_problems, aftercare.apply_spf),
     "adverse_event": (adverse_problems, apply_adverse),
+    "appointment": (sessions.appointment_problems, sessions.apply_appointment),
 }
 
 _MODELS: dict[str, type[Fact]] = {
@@ -87,6 +95,7 @@ _MODELS: dict[str, type[Fact]] = {
     "recovery_checkin": RecoveryCheckinSignal,
     "spf_attested": SpfAttestedSignal,
     "adverse_event": AdverseEventSignal,
+    "appointment": AppointmentReport,
 }
 
 

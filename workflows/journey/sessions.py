@@ -16,10 +16,11 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from workflows import calendar
+    from workflows.booking import AppointmentReport, SlotResult
     from workflows.changes import ChangeCheck, SessionSlot, check_session_change
     from workflows.guards import refusal, stage_words
-    from workflows.journey import consent, planning, recovery
-    from workflows.journey.effects import Effects, Write
+    from workflows.journey import consent, planning, recovery, slots
+    from workflows.journey.effects import Effects, JourneyClosed, Write
     from workflows.journey.screening import apply_answers, screen_until_eligible
     from workflows.messages import (
         PreSessionCheckRequest,
@@ -49,7 +50,8 @@ def needs_replan(fx: Effects, s: SessionStatus) -> bool:
         return True
     notice = timedelta(days=fx.cp.protocol.booking_notice_days)
     if s.state == "planned" and s.planned_on < fx.today() + notice:
-        return True
+        # The clinic's booking system may book any day of the published window.
+        return not slots.window_still_open(fx, s.number, fx.today() + notice)
     last = st.last_done_on()
     return last is not None and (s.planned_on - last).days < min_interval(fx)
 
@@ -123,6 +125,9 @@ async def run_session(fx: Effects, number: int) -> None:
             if consent.gate_closed(fx):
                 await consent.wait_for_consent(fx, number)
                 continue
+            if fx.cp.clinic.booking == "external" or workflow.patched(slots.SLOT_BOOKING):
+                await _book_into_slot(fx, number)
+                continue
             await fx.advance(lambda: _book(fx, number))
             continue
         day_start = fx.day_start(s.planned_on)
@@ -173,26 +178,82 @@ def _due_deadline(
     return max(deadline, st.due_since + (deadline - day_start))
 
 
-def _book(fx: Effects, number: int) -> Write | None:
+def _book(fx: Effects, number: int, slot: SlotResult | None = None) -> Write | None:
     st = fx.state
     s = st.session(number)
     if s.state != "planned":
         return None
+    moved: list[int] = []
+    data: dict[str, object] = {}
+    if slot is not None and slot.slot is not None:
+        labels = [r.label or r.resource_id for r in slot.slot.resources]
+        s, moved = slots.place_at(fx, number, slot.slot.starts_at, labels)
+        slots.slot_found(fx)
+        data = {
+            "resources": [r.model_dump() for r in slot.slot.resources],
+            "capacity_known": slot.capacity_known,
+            "ends_at": slot.slot.ends_at.isoformat(),
+        }
     s = st.replace_session(number, state="booked")
     fx.set_stage("scheduled", f"Session {number}", s.starts_at)
     assert s.starts_at is not None
+    where = f" ({', '.join(s.resources)})" if s.resources else ""
     return Write(
         events=[
             fx.event(
                 "session_booked",
                 "system",
-                f"Session {number} booked for {format_date(s.planned_on)}.",
-                {"session": number, "starts_at": s.starts_at.isoformat()},
+                f"Session {number} booked for {format_date(s.planned_on)}{where}.",
+                {"session": number, "starts_at": s.starts_at.isoformat(), **data},
             )
         ],
-        appointments=[fx.appointment(number)],
+        appointments=[fx.appointment(n) for n in (number, *moved)],
         notifications=booking_messages(fx, s, "booking_confirmation"),
     )
+
+
+async def _book_into_slot(fx: Effects, number: int) -> None:
+    """Built-in scheduling: reserve a slot inside the allowed window and book it, or wait for
+    one; the clinic's booking system: publish the window and wait for its appointment. A window
+    with no day left replans."""
+    st = fx.state
+    s = st.session(number)
+    # The planner's day always counts (it applied the same rules when it planned): a window
+    # it cannot widen is that one day, never a replan loop.
+    days = slots.window(fx, number) or [s.planned_on]
+    if fx.cp.clinic.booking == "external":
+        await fx.advance(lambda: slots.window_write(fx, number, days))
+        await fx.wait(
+            fx.day_start(days[-1]),
+            lambda: st.session(number).state != "planned",
+            "awaiting appointment",
+        )
+        if st.session(number).state == "planned" and fx.today() >= days[-1]:
+            st.replan_requested = True
+        return
+    preferred = s.planned_on if s.planned_on in days else days[0]
+    result = await slots.reserve(fx, number, days, preferred)
+    if result.slot is None:
+
+        def waiting() -> Write | None:
+            fx.set_stage("scheduled", f"Session {number}: waiting for a free slot", None)
+            return slots.no_slot_write(fx, number, result, days)
+
+        await fx.advance(waiting)
+        retry = slots.retry_at(fx)
+        st.next_action_at = retry
+        await fx.wait(retry, lambda: st.session(number).state != "planned", "waiting for a slot")
+        return
+    try:
+        await fx.advance(lambda: _book(fx, number, result))
+    except JourneyClosed:
+        await slots.release(fx, number)
+        raise
+    if st.session(number).state != "booked" or st.session(number).starts_at != (
+        result.slot.starts_at
+    ):
+        # A handler changed the session while the slot was being reserved: give it back.
+        await slots.release(fx, number)
 
 
 def _no_show(fx: Effects, number: int) -> Write | None:
@@ -322,6 +383,72 @@ def apply_completion(fx: Effects, fact: SessionCompletedSignal) -> Write:
     )
 
 
+# ----------------------------------------------------------------- the booking system's events
+
+
+def _as_completion(fact: AppointmentReport) -> SessionCompletedSignal:
+    assert fact.starts_at is not None
+    return SessionCompletedSignal(
+        idempotency_key=fact.idempotency_key,
+        session_number=fact.session_number,
+        completed_at=fact.starts_at,
+        source=fact.source[:64],
+    )
+
+
+def appointment_problems(fx: Effects, fact: AppointmentReport) -> list[Reason]:
+    """Why an appointment event from the clinic's booking system cannot be applied now."""
+    reasons = slots.appointment_problems(fx, fact)
+    if reasons or fact.event != "completed":
+        return reasons
+    if fact.starts_at is None:
+        return [Reason(rule="no_time", message="A completed appointment needs its time.")]
+    return completion_problems(fx, _as_completion(fact))
+
+
+def apply_appointment(fx: Effects, fact: AppointmentReport) -> Write:
+    """Book, move, cancel, mark a no-show or complete the session as the booking system says
+    (the caller checked :func:`appointment_problems`)."""
+    st = fx.state
+    number = fact.session_number
+    if fact.event == "completed":
+        return apply_completion(fx, _as_completion(fact))
+    if fact.event == "cancelled":
+        return slots.cancel_appointment(fx, fact)
+    if fact.event == "no_show":
+        return _no_show(fx, number) or Write()
+    assert fact.starts_at is not None
+    rebooked = st.session(number).state == "booked"
+    cancelled = st.take_pending_messages()
+    s, moved = slots.place_at(fx, number, fact.starts_at, [])
+    s = st.replace_session(
+        number, state="booked", external_appointment_id=fact.external_appointment_id
+    )
+    st.window_until = None
+    fx.set_stage("scheduled", f"Session {number}", s.starts_at)
+    verb = "moved to" if rebooked else "booked for"
+    return Write(
+        events=[
+            fx.event(
+                "session_booked" if not rebooked else "rescheduled",
+                "integration",
+                f"Session {number} {verb} {format_date(s.planned_on)} by the booking system.",
+                {
+                    "session": number,
+                    "starts_at": fact.starts_at.isoformat(),
+                    "external_appointment_id": fact.external_appointment_id,
+                    "new_dates": [st.session(n).planned_on.isoformat() for n in (number, *moved)],
+                },
+            )
+        ],
+        appointments=[fx.appointment(n) for n in (number, *moved)],
+        notifications=booking_messages(
+            fx, s, "session_rebooked" if rebooked else "booking_confirmation"
+        ),
+        cancel=cancelled,
+    )
+
+
 # ----------------------------------------------------------------- requests
 
 
@@ -414,13 +541,44 @@ def reschedule_problems(fx: Effects, request: RescheduleRequest) -> list[Reason]
                 f"{stage_words(st.stage)}.",
             )
         ]
+    if fx.cp.clinic.booking == "external":
+        return [
+            Reason(
+                rule="booked_in_clinic_system",
+                message="This clinic books its sessions in its own booking system: please "
+                "move the appointment there (the journey follows it).",
+            )
+        ]
     check = check_reschedule(fx, request)
     return [] if check.accepted else list(check.reasons)
 
 
-def apply_reschedule(fx: Effects, request: RescheduleRequest, check: ChangeCheck) -> Write:
+def slot_for_reschedule(fx: Effects, request: RescheduleRequest) -> bool:
+    """True when moving this session needs a new slot first (built-in scheduling, booked)."""
+    st = fx.state
+    return (
+        fx.cp.clinic.booking == "builtin"
+        and st.session(request.session_number).state == "booked"
+        and workflow.patched(slots.SLOT_BOOKING)
+    )
+
+
+def no_free_time(request: RescheduleRequest) -> list[Reason]:
+    at = f" at {request.new_time.strftime('%H:%M')}" if request.new_time else ""
+    return [
+        Reason(
+            rule="no_free_time",
+            message=f"There is no free time for session {request.session_number} on "
+            f"{format_date(request.new_date)}{at}; ask for the free times and pick one.",
+        )
+    ]
+
+
+def apply_reschedule(
+    fx: Effects, request: RescheduleRequest, check: ChangeCheck, slot: SlotResult | None = None
+) -> Write:
     """Move the session (and later ones as needed); a booked one gets a new confirmation and
-    reminder, its old reminder is cancelled."""
+    reminder, its old reminder is cancelled. ``slot``: the slot reserved for it first."""
     st = fx.state
     cancelled: list[str] = []
     notifications: list[NotificationRecord] = []
@@ -428,12 +586,24 @@ def apply_reschedule(fx: Effects, request: RescheduleRequest, check: ChangeCheck
         number = request.session_number + offset
         fresh = planning.session_at(fx, number, new_on, request.new_time if offset == 0 else None)
         booked = st.session(number).state == "booked"
+        extra: dict[str, object] = {}
+        if offset == 0 and slot is not None and slot.slot is not None:
+            starts_at = slot.slot.starts_at
+            lead = (
+                (fresh.starts_at - fresh.arrive_by) if fresh.arrive_by and fresh.starts_at else None
+            )
+            extra = {
+                "starts_at": starts_at,
+                "arrive_by": starts_at - lead if lead is not None else None,
+                "resources": [r.label or r.resource_id for r in slot.slot.resources],
+            }
         moved = st.replace_session(
             number,
             planned_on=new_on,
             starts_at=fresh.starts_at,
             arrive_by=fresh.arrive_by,
             state="booked" if booked else "planned",
+            **extra,
         )
         if booked:
             cancelled.extend(fx.state.take_pending_messages())

@@ -109,6 +109,12 @@ class JourneyState(BaseModel):
     # Informed consent: the version the patient signed, and the one the clinic requires now.
     consent_version: str | None = None
     consent_required_version: str | None = None
+    # Booking (workflows/booking.py): the last day of the current session's allowed window,
+    # the window last published to the clinic's booking system, the session found without a
+    # free slot (one staff alert per session and plan).
+    window_until: date | None = None
+    window_published: str | None = None
+    no_slot_for: str | None = None
 
     # ------------------------------------------------------------- reading
 

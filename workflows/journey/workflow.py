@@ -13,8 +13,9 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from workflows.booking import AppointmentReport
     from workflows.guards import refusals
-    from workflows.journey import aftercare, facts, planning, recovery, sessions
+    from workflows.journey import aftercare, facts, planning, recovery, sessions, slots
     from workflows.journey.consent_requests import ConsentRequests
     from workflows.journey.effects import Effects, JourneyClosed, Write
     from workflows.journey.refusals import refuse_if as _refuse_if
@@ -230,6 +231,13 @@ class PatientJourney(ConsentRequests):
         """As the signal, answering what became of the fact."""
         return await facts.receive(self._fx, "adverse_event", fact)
 
+    @workflow.update
+    async def report_appointment(self, fact: AppointmentReport) -> FactResult:
+        """An appointment event from the clinic's booking system (``booking = "external"``):
+        booked, moved, cancelled, a no-show or completed. One outside the session's allowed
+        window is kept as an anomaly and answered with the reasons."""
+        return await facts.receive(self._fx, "appointment", fact)
+
     # ------------------------------------------------------------------ requests (updates)
 
     @workflow.update
@@ -322,7 +330,17 @@ class PatientJourney(ConsentRequests):
         async with fx.lock:
             self._validate_reschedule(request)
             check = sessions.check_reschedule(fx, request)
-            write = sessions.apply_reschedule(fx, request, check)
+            slot = None
+            if sessions.slot_for_reschedule(fx, request):
+                slot = await slots.reserve(
+                    fx,
+                    request.session_number,
+                    [request.new_date],
+                    request.new_date,
+                    request.new_time,
+                )
+                _refuse_if("Reschedule", [] if slot.slot else sessions.no_free_time(request))
+            write = sessions.apply_reschedule(fx, request, check, slot)
             st.changes += 1
             await fx.write(write)
         return RescheduleResult(
