@@ -86,6 +86,7 @@ UPDATES = (
     "record_consent",
     "require_consent",
     "withdraw_consent",
+    "report_appointment",
 )
 
 # ---------------------------------------------------------------- hostile values
@@ -335,6 +336,14 @@ FIELDS: dict[str, dict[str, Field]] = {
         "requested_by": field(ACTORS, WRONG),
     },
     "withdraw_consent": {**_REASON, "staff_ref": f_text()},
+    "report_appointment": {
+        "event": f_enum("created", "rescheduled", "cancelled", "no_show", "completed"),
+        "session_number": f_int(SESSION),
+        "starts_at": f_datetime(),
+        "external_appointment_id": f_text(),
+        "idempotency_key": f_text(KEYS),
+        "source": f_text(),
+    },
 }
 REQUIRED = {
     "session_completed": {"idempotency_key", "session_number", "completed_at"},
@@ -352,6 +361,7 @@ REQUIRED = {
     "record_consent": {"version", "kind", "signed_at"},
     "require_consent": {"version"},
     "withdraw_consent": {"reason"},
+    "report_appointment": {"event", "session_number", "external_appointment_id", "idempotency_key"},
 }
 for _name in FACT_FIELDS:
     REQUIRED[f"report_{_name}"] = REQUIRED[_name]
@@ -563,7 +573,7 @@ async def fuzz_worker(ts_env: WorkflowEnvironment, pg_pool: asyncpg.Pool) -> Any
     await upsert_clinic(pg_pool, BERLIN)
     await upsert_clinic(pg_pool, CONSENT)
     store = JourneyStore(pg_pool)
-    async with new_worker(ts_env.client, [store.record_step, store.load_clinic]) as worker:
+    async with new_worker(ts_env.client, store.activities()) as worker:
         yield worker
     if REPORT:
         print(f"\nTemporal fuzz, {EXAMPLES} examples\n{TALLY.line()}")

@@ -115,7 +115,7 @@ def store(pg_pool: asyncpg.Pool) -> JourneyStore:
 
 async def test_build_activities_names(pg_pool: asyncpg.Pool) -> None:
     names = [getattr(fn, "__temporal_activity_definition").name for fn in build_activities(pg_pool)]
-    assert names == ["record_step", "load_clinic"]
+    assert names == ["record_step", "load_clinic", "reserve_slot", "release_slot"]
 
 
 async def test_record_step_twice_writes_once(store: JourneyStore, pg_pool: asyncpg.Pool) -> None:
