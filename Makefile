@@ -13,7 +13,7 @@ TOOLS := .tools
 UV := $(TOOLS)/uv-$(UV_VERSION)/bin/uv
 STAMP := $(VENV)/.installed
 # What `make typecheck` checks. workflows/ joins once its rewrite lands (see pyproject [tool.mypy]).
-TYPED := workflows activities worker api cli
+TYPED := workflows activities worker api cli scheduling
 export PYTHONPYCACHEPREFIX ?= $(CURDIR)/.data/pycache
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)

@@ -1,4 +1,5 @@
-"""The journey's database activities: ``record_step`` and ``load_clinic``, on an asyncpg pool.
+"""The journey's database activities: ``record_step``, ``load_clinic``, and built-in
+scheduling's ``reserve_slot`` and ``release_slot`` (``scheduling/store.py``), on an asyncpg pool.
 
 Every write is idempotent under Temporal's retries and replays (habit A3): a step is keyed by
 ``(workflow_id, step)`` in ``journey_steps`` and applied at most once, in one transaction with
@@ -21,7 +22,9 @@ import pydantic
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from workflows.booking import SlotRelease, SlotRequest, SlotResult, default_slot
+from scheduling import store as slots
+from workflows.booking import SlotRelease, SlotRequest, SlotResult
+from workflows.guards import CLOSED_STAGES
 from workflows.protocol import ClinicProtocol
 from workflows.records import ClinicRef, StepRecord
 
@@ -213,6 +216,17 @@ class JourneyStore:
                 ],
             )
         await self._merge_status(conn, record)
+        # Built-in scheduling (docs/scheduling.md): a session whose appointment stops being
+        # live (cancelled, deferred, no-show, planned again) gives its slot back, and a step
+        # that closes the journey gives back every slot of a session not done; same transaction.
+        closing = record.status_patch.get("stage") in CLOSED_STAGES
+        if record.appointments or closing:
+            await slots.release_for_step(
+                conn,
+                wf,
+                [(a.course_number, a.session_number) for a in record.appointments],
+                closing=closing,
+            )
         if record.cancel_pending_notifications or record.cancel_notifications:
             await conn.execute(
                 _CANCEL_NOTIFICATIONS,
@@ -307,15 +321,33 @@ class JourneyStore:
 
     @activity.defn
     async def reserve_slot(self, request: SlotRequest) -> SlotResult:
-        """A slot for one session (workflows/booking.py). Idempotent per (journey, course,
-        session)."""
-        # Until the scheduler (scheduling/store.py) is wired in: no known capacity.
-        return default_slot(request)
+        """A slot for one session (workflows/booking.py, scheduling/store.py ``reserve``).
+
+        Idempotent per (workflow id, course, session): a live reservation on one of the allowed
+        days (at the exact time, when one is asked) is returned unchanged; otherwise it is
+        moved in one transaction. Double booking is refused by PostgreSQL's exclusion
+        constraint. A clinic without resources gets its default time (``capacity_known``
+        False). No free slot: ``slot`` None and a ``next_option`` with the reason (a live
+        reservation elsewhere is then kept).
+
+        Raises:
+            ApplicationError: type ``InvalidRecord`` (non-retryable) if PostgreSQL refuses the
+                data for good. Connection errors and contention propagate and are retried.
+        """
+        try:
+            return await slots.reserve(self._pool, request)
+        except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as error:
+            raise ApplicationError(
+                f"PostgreSQL refused the reservation of session {request.session_number} of "
+                f"{request.workflow_id}: {type(error).__name__} ({error.sqlstate})",
+                type="InvalidRecord",
+                non_retryable=True,
+            ) from error
 
     @activity.defn
     async def release_slot(self, request: SlotRelease) -> None:
-        """Give back one session's reservation (idempotent)."""
-        return None
+        """Give back one session's active reservations (idempotent; none is not an error)."""
+        await slots.release(self._pool, request)
 
     def activities(self) -> list[Callable[..., Any]]:
         return [self.record_step, self.load_clinic, self.reserve_slot, self.release_slot]

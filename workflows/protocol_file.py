@@ -16,6 +16,10 @@ from workflows.protocol import ClinicProtocol
 
 __all__ = ["ProtocolFileError", "clinic_protocol_from_dict", "load_clinic_protocol"]
 
+SECTIONS_ELSEWHERE = frozenset({"scheduling"})
+"""Top-level sections of a clinic file read by other modules, left out of the protocol:
+``scheduling`` (:func:`scheduling.resources.scheduling_from_file`)."""
+
 
 class ProtocolFileError(ValueError):
     """A clinic file or settings mapping that cannot be used.
@@ -77,6 +81,9 @@ def clinic_protocol_from_dict(data: Any, *, source: str = "clinic settings") -> 
         raise ProtocolFileError(
             [f"{source}: (top level): must be a mapping with [clinic] and [protocol] tables"]
         )
+    # The ``[scheduling]`` section (resources, hours, closures: docs/scheduling.md) belongs to
+    # scheduling.resources, not to the protocol that every journey's history carries.
+    data = {key: value for key, value in data.items() if key not in SECTIONS_ELSEWHERE}
     try:
         return ClinicProtocol.model_validate(data)
     except ValidationError as error:
@@ -88,6 +95,7 @@ def load_clinic_protocol(path: str | Path) -> ClinicProtocol:
 
     Layout: top-level tables ``[clinic]`` (:class:`ClinicSettings`) and ``[protocol]``
     (:class:`Protocol`, with ``[protocol.screening]``); both optional, unknown keys refused.
+    A ``[scheduling]`` table is accepted and left out (read by ``scheduling.resources``).
     This is the only function of ``workflows`` that does I/O; never call it in workflow code.
 
     Raises:
