@@ -21,6 +21,11 @@ A message that fails for good (permanently, or after ``max_attempts``) is handed
 statement: to the patient's other channel, or as a staff alert when there is none left
 (:mod:`activities.delivery`; docs/messaging.md).
 
+Before a patient message is sent, the patient's consent to be contacted and the clinic's quiet
+hours are checked (:mod:`activities.contact`): a message to a channel the patient opted out of is
+``cancelled`` (an essential one is written again for the remaining channel, or as a staff alert),
+and one due inside quiet hours goes back to ``pending`` until the window's end.
+
 A failed send goes back to ``pending`` with exponential backoff
 (``base_backoff_seconds * 2 ** (attempts - 1)``, capped at an hour) and ``last_error``; after
 ``max_attempts`` it is ``failed``. A :class:`~activities.channels.PermanentDeliveryError` (or a
@@ -36,22 +41,32 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
 
 from activities import ics
 from activities.channels import Attachment, Channel, OutgoingMessage, PermanentDeliveryError
+from activities.contact import (
+    ANSWER_KINDS,
+    CONFIRMATION_KINDS,
+    essential_kinds,
+    quiet_until,
+    route_opted_out,
+)
 from activities.delivery import fallback_for
 from activities.messages_text import render
 
 logger = logging.getLogger(__name__)
 
-Outcome = Literal["sent", "retry", "failed", "lease_lost"]
+Outcome = Literal["sent", "retry", "failed", "lease_lost", "held", "opted_out"]
 MetricsHook = Callable[[Outcome, str, str], None]
 """Called once per handled row with ``(outcome, kind, channel)``: no ids, no PHI."""
 
 MAX_BACKOFF_SECONDS = 3600.0
+LINK_KINDS = frozenset({"reply_reschedule_offer"})
+"""Kinds whose text carries the patient's page link (made at send time, never stored)."""
 
 _CLAIM = """
 UPDATE notification_outbox AS o
@@ -72,7 +87,10 @@ RETURNING o.id, o.workflow_id, o.notification_key, o.patient_id, o.kind, o.audie
 """
 
 _RECIPIENTS = """
-SELECT p.patient_id, p.full_name, p.email, p.phone, c.name AS clinic_name, c.timezone
+SELECT p.patient_id, p.full_name, p.email, p.phone, c.name AS clinic_name, c.timezone,
+       c.quiet_hours_start, c.quiet_hours_end, c.essential_kinds,
+       ARRAY(SELECT o.channel FROM contact_optouts o
+             WHERE o.patient_id = p.patient_id AND o.opted_out_at IS NOT NULL) AS opted_out
 FROM patients p LEFT JOIN clinics c ON c.clinic_id = p.clinic_id
 WHERE p.patient_id = ANY($1::text[])
 """
@@ -83,6 +101,34 @@ SET status = 'sent', sent_at = now(), leased_until = NULL, last_error = NULL,
     provider_message_id = coalesce($3, provider_message_id),
     delivery_status = coalesce(delivery_status, $4), delivery_updated_at = now()
 WHERE id = $1 AND lease_token = $2 AND status = 'sending'
+"""
+
+# Quiet hours: back to pending until the window's end; the claim's attempt is not counted.
+_HOLD = """
+UPDATE notification_outbox
+SET status = 'pending', next_attempt_at = $3, leased_until = NULL,
+    attempts = greatest(attempts - 1, 0)
+WHERE id = $1 AND lease_token = $2 AND status = 'sending'
+"""
+
+# Opted out: the row is cancelled with the reason; an essential message is written again for
+# the remaining channel or as a staff alert ($4..) in the same statement.
+_MARK_OPTED_OUT = """
+WITH marked AS (
+    UPDATE notification_outbox
+    SET status = 'cancelled', cancelled_at = now(), leased_until = NULL, last_error = $3
+    WHERE id = $1 AND lease_token = $2 AND status = 'sending'
+    RETURNING workflow_id, patient_id
+), rerouted AS (
+    INSERT INTO notification_outbox
+        (workflow_id, notification_key, patient_id, kind, audience, channel, params,
+         provider_key)
+    SELECT m.workflow_id, $4::text, m.patient_id, $5, $6, $7, $8::jsonb,
+           m.workflow_id || ':' || $4::text
+    FROM marked m WHERE $4::text IS NOT NULL
+    ON CONFLICT (workflow_id, notification_key) DO NOTHING
+)
+SELECT count(*) FROM marked
 """
 
 # A row that fails for good writes its fallback ($7.., activities/delivery.py) in the same
@@ -140,6 +186,8 @@ class OutboxDispatcher:
         max_attempts: int = 8,
         base_backoff_seconds: float = 5,
         metrics: MetricsHook | None = None,
+        clock: Callable[[], datetime] | None = None,
+        patient_link: Callable[[str], str] | None = None,
     ) -> None:
         """Args:
         pool: The database pool.
@@ -149,6 +197,10 @@ class OutboxDispatcher:
         max_attempts: Attempts before a row is ``failed``.
         base_backoff_seconds: Wait after the first failure (doubled for each further one).
         metrics: Optional hook ``(outcome, kind, channel)``.
+        clock: The time quiet hours are judged by (tests pass a fixed one); the wall clock
+            by default. Leases and due times stay on the database's ``now()``.
+        patient_link: The patient's page link for a patient id (``api.tokens.patient_link``),
+            put into messages that offer it (``link``); never stored in the outbox.
         """
         self._pool = pool
         self._channel = channel
@@ -157,6 +209,8 @@ class OutboxDispatcher:
         self.max_attempts = max_attempts
         self.base_backoff_seconds = base_backoff_seconds
         self._metrics = metrics
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._patient_link = patient_link
         self.counts: Counter[str] = Counter()
 
     async def run_once(self) -> int:
@@ -184,6 +238,8 @@ class OutboxDispatcher:
             await self._record_failure(
                 row, token, "claimed too often without an outcome", True, recipient
             )
+            return
+        if await self._held_or_opted_out(row, token, recipient):
             return
         try:
             message = self._compose(row, recipient)
@@ -213,6 +269,50 @@ class OutboxDispatcher:
             logger.warning("lease lost before marking sent", extra=ids)
             self._count("lease_lost", row)
 
+    async def _held_or_opted_out(self, row: _Claimed, token: uuid.UUID, recipient: Any) -> bool:
+        """Consent and quiet hours (activities/contact.py); True when the row was handled."""
+        if row.audience != "patient" or recipient is None:
+            return False
+        opted_out = list(recipient["opted_out"] or [])
+        if row.channel in opted_out and row.kind not in CONFIRMATION_KINDS:
+            instead = route_opted_out(
+                notification_key=row.notification_key,
+                kind=row.kind,
+                channel=row.channel,
+                params=row.params,
+                opted_out=opted_out,
+                essential=essential_kinds(recipient["essential_kinds"]),
+                email=recipient["email"],
+                phone=recipient["phone"],
+            )
+            done = await self._pool.fetchval(
+                _MARK_OPTED_OUT,
+                row.id,
+                token,
+                f"opted out of {row.channel}"
+                + ("" if instead is None else f"; essential: sent as {instead.notification_key}"),
+                instead.notification_key if instead else None,
+                instead.kind if instead else None,
+                instead.audience if instead else None,
+                instead.channel if instead else None,
+                instead.params if instead else None,
+            )
+            self._count("opted_out" if done else "lease_lost", row)
+            return True
+        if row.kind in ANSWER_KINDS:
+            return False
+        until = quiet_until(
+            self._clock(),
+            recipient["timezone"],
+            recipient["quiet_hours_start"],
+            recipient["quiet_hours_end"],
+        )
+        if until is None:
+            return False
+        status = await self._pool.execute(_HOLD, row.id, token, until)
+        self._count("held" if status.endswith(" 1") else "lease_lost", row)
+        return True
+
     async def _with_invitation(self, row: _Claimed, message: OutgoingMessage) -> OutgoingMessage:
         """A booking, a move or a withdrawal carries its ``.ics`` (activities/ics.py)."""
         found = await ics.invitation(
@@ -238,9 +338,12 @@ class OutboxDispatcher:
             if not address:
                 raise PermanentDeliveryError(f"the patient has no contact for {row.channel}")
             to = address
+        params = row.params
+        if row.kind in LINK_KINDS and self._patient_link is not None:
+            params = {**params, "link": self._patient_link(row.patient_id)}
         text = render(
             row.kind,
-            row.params,
+            params,
             patient_name=recipient["full_name"] if recipient is not None else None,
             patient_id=row.patient_id,
             clinic_name=recipient["clinic_name"] if recipient is not None else None,

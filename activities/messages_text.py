@@ -53,6 +53,17 @@ _STAFF_ALERTS: dict[str, tuple[str, str]] = {
         "A message to the patient could not be delivered by e-mail or SMS. Check the contact "
         "details, reach the patient another way, and see the journey's messages for the reason.",
     ),
+    # --- issue 18 items 2-3 (replies, consent to be contacted; activities/contact.py) ---
+    "opted_out_essential": (
+        "Essential message not sent",
+        "The patient opted out of every channel we have for them, and an essential message "
+        "(session {session}) could not be sent. Reach the patient another way.",
+    ),
+    "patient_reply": (
+        "Patient replied",
+        "The patient replied to a message about session {session}. Read the reply on the "
+        "journey page and answer the patient.",
+    ),
 }
 
 
@@ -169,6 +180,29 @@ def render(
         case "journey_withdrawn":
             subject = "Your treatment plan is closed"
             text = "Your treatment plan has been closed. Please contact us if this is unexpected."
+        # --- issue 18 items 2-3: answers to the patient's own replies (activities/replies.py) ---
+        case "contact_opt_out":
+            channel = "text messages" if params.get("channel") == "sms" else "e-mails"
+            subject = "You will receive no more messages"
+            text = (
+                f"You will receive no more {channel} from us, except essential safety "
+                "information about your treatment. Reply START to receive them again."
+            )
+        case "contact_opt_in":
+            channel = "text messages" if params.get("channel") == "sms" else "e-mails"
+            subject = "Messages are on again"
+            text = f"You will receive {channel} about your treatment again. Reply STOP to end them."
+        case "reply_reschedule_offer":
+            offers = "".join(
+                f"\n- {format_when(params[k], zone)}"
+                for k in ("offer_1", "offer_2", "offer_3")
+                if params.get(k)
+            )
+            subject = "Choose another date"
+            times = f" These times are free:{offers}\n\n" if offers else " "
+            link = params.get("link")
+            choose = f"Choose one on your page: {link}" if link else "Please contact us to choose."
+            text = f"You asked to move session {session}.{times}{choose}"
         case _:
             subject = "An update about your treatment"
             text = "There is an update to your treatment plan. Please contact us for details."

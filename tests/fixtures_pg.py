@@ -82,6 +82,7 @@ async def pg_template(pg_server: PgServer) -> AsyncIterator[str]:
     name = f"tmpl_{uuid.uuid4().hex[:12]}"
     await create_database(pg_server.admin_dsn, name)
     await migrate(pg_server.dsn(name))
+    await _no_quiet_hours(pg_server.dsn(name))
     yield name
     await _drop_database(pg_server, name)
 
@@ -108,6 +109,20 @@ async def pg_pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
         yield pool
     finally:
         await pool.close()
+
+
+async def _no_quiet_hours(dsn: str) -> None:
+    """Tests run at any hour of the day: a clinic they create has no quiet hours unless the test
+    sets them (the product's default, 20:00-08:00, is in migration 0028; tests/test_contact.py
+    sets and checks it with a fixed clock)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "ALTER TABLE clinics ALTER COLUMN quiet_hours_start SET DEFAULT '00:00',"
+            " ALTER COLUMN quiet_hours_end SET DEFAULT '00:00'"
+        )
+    finally:
+        await conn.close()
 
 
 async def _skip_fsync(admin_dsn: str) -> None:

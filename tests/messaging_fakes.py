@@ -139,6 +139,24 @@ class FakeSmsProvider:
                 message.status_callback, data=params, headers={"X-Twilio-Signature": signature}
             )
 
+    async def send_inbound(
+        self, url: str, sender: str, body: str, *, sid: str | None = None, to: str = "+15559990000"
+    ) -> httpx.Response:
+        """A patient's SMS to the clinic's number, posted signed to the inbound webhook ``url``
+        (the provider's form fields); ``sid`` repeats a message (a provider retry)."""
+        params = {
+            "MessageSid": sid or "SM" + uuid.uuid4().hex,
+            "AccountSid": self.account,
+            "From": sender,
+            "To": to,
+            "Body": body,
+            "NumMedia": "0",
+        }
+        async with httpx.AsyncClient() as client:
+            return await client.post(
+                url, data=params, headers={"X-Twilio-Signature": self.signature(url, params)}
+            )
+
 
 class _Handler:
     def __init__(self, server: LocalSmtpServer) -> None:

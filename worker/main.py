@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import signal
 import threading
@@ -28,6 +29,7 @@ from activities.dispatcher import MetricsHook, OutboxDispatcher, Outcome
 from activities.repository import count_by_stage, ensure_default_clinic
 from activities.store import build_activities
 from activities.webhooks import WebhookDispatcher
+from api.tokens import patient_link
 from worker.client import connect_client
 from worker.database import EmbeddedPostgres, create_pool, database_url, migrate
 from worker.logging_setup import configure_logging
@@ -307,7 +309,11 @@ async def run_dispatcher(
     try:
         async with open_database(settings) as pool:
             dispatcher = OutboxDispatcher(
-                pool, build_channel(settings), metrics=notification_metrics()
+                pool,
+                build_channel(settings),
+                metrics=notification_metrics(),
+                # The reschedule answer carries the patient's link (issue 18, messaging.md).
+                patient_link=functools.partial(patient_link, settings),
             )
             stages = asyncio.create_task(
                 refresh_journeys_by_stage(pool, stop), name="journeys-by-stage"

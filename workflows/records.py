@@ -24,6 +24,10 @@ NotificationKind = Literal[
     "rescreen_due",
     "season_waiting",
     "staff_alert",
+    # Issue 18: answers to a patient's reply (activities/replies.py, journey/replies.py).
+    "contact_opt_out",
+    "contact_opt_in",
+    "reply_reschedule_offer",
 ]
 
 
