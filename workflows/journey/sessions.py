@@ -597,14 +597,14 @@ def apply_reschedule(
                 "arrive_by": starts_at - lead if lead is not None else None,
                 "resources": [r.label or r.resource_id for r in slot.slot.resources],
             }
-        moved = st.replace_session(
-            number,
-            planned_on=new_on,
-            starts_at=fresh.starts_at,
-            arrive_by=fresh.arrive_by,
-            state="booked" if booked else "planned",
+        changes: dict[str, object] = {
+            "planned_on": new_on,
+            "starts_at": fresh.starts_at,
+            "arrive_by": fresh.arrive_by,
+            "state": "booked" if booked else "planned",
             **extra,
-        )
+        }
+        moved = st.replace_session(number, **changes)
         if booked:
             cancelled.extend(fx.state.take_pending_messages())
             notifications.extend(booking_messages(fx, moved, "session_rebooked"))
