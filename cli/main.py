@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from cli import journeys, plan, processes
+from cli import booking, journeys, plan, processes
 from cli.codes import ERROR, EXIT_CODES_HELP, INTERRUPTED
 
 app = typer.Typer(
@@ -60,6 +60,7 @@ def _root(
 plan.register(app)
 processes.register(app)
 journeys.register(app)
+booking.register(app)
 
 
 def main() -> None:

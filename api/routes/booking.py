@@ -15,15 +15,19 @@ import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import asyncpg
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from activities import repository, webhooks
 from api import schemas
 from api.booking import inbox, store
-from api.booking.generic import ADAPTERS
+from api.booking.registration import (
+    BookingSystemIn,
+    BookingSystemOut,
+    BookingSystemRegistered,
+    describe,
+    register_system,
+)
 from api.deps import ServiceDep, SettingsDep
 from api.service import ServiceUnavailable
 from worker.telemetry import get_metrics
@@ -36,9 +40,6 @@ router = APIRouter(prefix="/api/booking", tags=["booking"])
 
 CLINIC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ClinicPath = Annotated[str, Path(min_length=1, max_length=64, pattern=CLINIC_ID_PATTERN)]
-URL_PATTERN = r"^https?://[\x21-\x7e]+$"
-SECRET_PATTERN = r"^whsec_[A-Za-z0-9+/=]{24,200}$"
-EventType = Annotated[str, Field(pattern=r"^journey\.[a-z_]{1,60}$")]
 EventStatus = Literal["applied", "duplicate", "anomaly", "refused"]
 
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -51,63 +52,10 @@ ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-class BookingSystemIn(BaseModel):
-    """Register the clinic's booking system (replaces an earlier registration).
-
-    Its appointment events are signed with ``secret`` (a Standard Webhooks secret, generated
-    when omitted) or with the secret of ``integration`` in ``JOURNEY_INTEGRATION_SECRETS``
-    (rotation by configuration). Our session windows go to ``webhook_url`` (``base_url`` when
-    omitted), signed with the subscription's own secret (``outbound_secret``, generated when
-    omitted)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    adapter: Literal["generic"] = "generic"
-    base_url: str = Field(min_length=8, max_length=2000, pattern=URL_PATTERN)
-    webhook_url: str | None = Field(
-        default=None, min_length=8, max_length=2000, pattern=URL_PATTERN
-    )
-    secret: str | None = Field(default=None, pattern=SECRET_PATTERN)
-    integration: str | None = Field(
-        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$"
-    )
-    event_types: list[EventType] | None = Field(default=None, max_length=50)
-    description: safe_text(200) = ""  # type: ignore[valid-type]
-    outbound_secret: str | None = Field(default=None, pattern=SECRET_PATTERN)
-
-
-class BookingSystemOut(BaseModel):
-    """A registration as shown (no secrets)."""
-
-    clinic_id: str
-    adapter: str
-    base_url: str
-    webhook_url: str
-    signed_with: Literal["secret", "integration"]
-    integration: str | None
-    subscriber_id: int | None
-    event_types: list[str]
-    description: str
-    clinic_booking: str
-    """The clinic's ``booking`` setting: ``external`` for the journeys to publish windows."""
-    created_at: datetime
-    updated_at: datetime
-    disabled_at: datetime | None
-
-
-class BookingSystemRegistered(BookingSystemOut):
-    """The registration and its secrets, shown this once: ``inbound_secret`` signs the booking
-    system's events (``None`` when an integration's secret is used), ``outbound_secret`` our
-    window webhooks."""
-
-    inbound_secret: str | None
-    outbound_secret: str
-
-
 class PatientMapIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    external_patient_id: str = Field(min_length=1, max_length=200, pattern=r"^[\x20-\x7e]+$")
+    external_patient_id: safe_text(200, min_length=1)  # type: ignore[valid-type]
     patient_id: str = Field(min_length=1, max_length=64, pattern=PATIENT_ID_PATTERN)
 
 
@@ -186,29 +134,6 @@ def _problem(code: int, field: str | None, rule: str, message: str) -> HTTPExcep
     if field is not None:
         item["field"] = field
     return HTTPException(code, detail=[item])
-
-
-async def _clinic_booking(service: Any, clinic_id: str) -> str:
-    found = await service.db(repository.get_clinic(service.pool, clinic_id))
-    return "unknown" if found is None else str(found.clinic.booking)
-
-
-def _out(reg: store.Registration, clinic_booking: str) -> dict[str, Any]:
-    return {
-        "clinic_id": reg.clinic_id,
-        "adapter": reg.adapter,
-        "base_url": reg.base_url,
-        "webhook_url": reg.webhook_url,
-        "signed_with": "secret" if reg.inbound_secret is not None else "integration",
-        "integration": reg.integration,
-        "subscriber_id": reg.subscriber_id,
-        "event_types": list(reg.event_types),
-        "description": reg.description,
-        "clinic_booking": clinic_booking,
-        "created_at": reg.created_at,
-        "updated_at": reg.updated_at,
-        "disabled_at": reg.disabled_at,
-    }
 
 
 # ---------------------------------------------------------------- the booking system's events
@@ -307,47 +232,11 @@ async def appointment_event(
     responses=ERRORS,
 )
 async def register_booking_system(
-    clinic_id: ClinicPath, body: BookingSystemIn, service: ServiceDep, settings: SettingsDep
+    clinic_id: ClinicPath, body: BookingSystemIn, service: ServiceDep
 ) -> BookingSystemRegistered:
     """Register the clinic's booking system and subscribe it to the session windows (and what
     ends or holds them); replaces an earlier registration. The secrets are shown this once."""
-    if body.secret is not None and body.integration is not None:
-        raise _problem(
-            422, "body.integration", "one_secret", "Give either secret or integration, not both."
-        )
-    if body.integration is not None and body.integration not in (
-        settings.journey_integration_secrets
-    ):
-        raise _problem(
-            422,
-            "body.integration",
-            "unknown_integration",
-            "No such integration in JOURNEY_INTEGRATION_SECRETS.",
-        )
-    adapter = ADAPTERS[body.adapter]
-    inbound = None if body.integration is not None else body.secret or webhooks.new_secret()
-    try:
-        reg, outbound = await service.db(
-            store.register(
-                service.pool,
-                clinic_id=clinic_id,
-                adapter=adapter.kind,
-                base_url=body.base_url,
-                webhook_url=body.webhook_url or body.base_url,
-                inbound_secret=inbound,
-                integration=body.integration,
-                description=body.description,
-                event_types=body.event_types or adapter.event_types(),
-                outbound_secret=body.outbound_secret,
-            )
-        )
-    except asyncpg.ForeignKeyViolationError:
-        raise _problem(422, "path.clinic_id", "unknown_clinic", "No clinic has this id.") from None
-    return BookingSystemRegistered(
-        **_out(reg, await _clinic_booking(service, clinic_id)),
-        inbound_secret=inbound,
-        outbound_secret=outbound,
-    )
+    return await register_system(service, clinic_id, body)
 
 
 @router.get("/{clinic_id}/system", response_model=BookingSystemOut, responses=ERRORS)
@@ -356,7 +245,7 @@ async def get_booking_system(clinic_id: ClinicPath, service: ServiceDep) -> Book
     reg = await service.db(store.get_registration(service.pool, clinic_id))
     if reg is None:
         raise _problem(404, None, "not_found", "This clinic has no booking system registered.")
-    return BookingSystemOut(**_out(reg, await _clinic_booking(service, clinic_id)))
+    return BookingSystemOut(**await describe(service, reg))
 
 
 @router.delete("/{clinic_id}/system", response_model=BookingSystemOut, responses=ERRORS)
@@ -365,7 +254,7 @@ async def disable_booking_system(clinic_id: ClinicPath, service: ServiceDep) -> 
     reg = await service.db(store.disable(service.pool, clinic_id))
     if reg is None:
         raise _problem(404, None, "not_found", "This clinic has no booking system registered.")
-    return BookingSystemOut(**_out(reg, await _clinic_booking(service, clinic_id)))
+    return BookingSystemOut(**await describe(service, reg))
 
 
 # ---------------------------------------------------------------- ids and the event log
