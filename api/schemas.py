@@ -311,6 +311,8 @@ class SessionOut(_Out):
     completed_at: datetime | None = None
     pre_session_checked: bool = False
     reaction: str | None = None
+    confirmed_at: datetime | None = None
+    """When the patient confirmed it by replying to a message (issue 18)."""
 
 
 class JourneyDetail(BaseModel):

@@ -100,6 +100,7 @@ from workflows.messages import (
 from workflows.planner import plan_course
 from workflows.protocol import ClinicProtocol
 from workflows.reasons import Reason
+from workflows.replies import PatientReplyReport
 from workflows.screening import ScreeningAnswers, screen
 
 __all__ = [
@@ -1054,6 +1055,12 @@ class JourneyService:
         return await self._report(
             patient_id, PatientJourney.report_appointment, report, "integration"
         )
+
+    async def report_reply(self, patient_id: str, report: PatientReplyReport) -> FactResult:
+        """Report a patient's reply (issue 18; its text stays in PostgreSQL): applied once per
+        ``report.idempotency_key``, never kept as an anomaly (what the journey cannot do with
+        it becomes a staff task)."""
+        return await self._report(patient_id, PatientJourney.report_reply, report, "patient")
 
     async def spf_attested(
         self,

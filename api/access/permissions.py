@@ -201,6 +201,10 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], Rule]] = {
     ("GET", "/auth/oidc/callback"): Public("the provider's code, state and PKCE verifier"),
     ("POST", "/api/integrations/session-completed"): Public("the integration's signature"),
     ("POST", "/api/messaging/sms-status"): Public("the SMS provider's signature (auth token)"),
+    ("POST", "/api/messaging/sms-reply"): Public("the SMS provider's signature (auth token)"),
+    ("POST", "/api/messaging/email-reply"): Public(
+        "the mail relay's signature (Standard Webhooks, secret mail-relay)"
+    ),
     ("POST", "/api/booking/{clinic_id}/events"): Public(
         "the clinic's booking system's signature (Standard Webhooks)"
     ),

@@ -1,4 +1,12 @@
-"""The SMS provider's delivery-status callback (issue 18, docs/messaging.md).
+"""The SMS provider's delivery-status callback and the patients' replies (issue 18,
+docs/messaging.md).
+
+Replies: ``POST /api/messaging/sms-reply`` (the provider's inbound-message webhook, form fields
+``MessageSid``, ``From``, ``Body``, signed like the status callback over
+``{JOURNEY_PUBLIC_URL}/api/messaging/sms-reply``) and ``POST /api/messaging/email-reply`` (the
+mail relay's JSON, Standard Webhooks signed with the ``mail-relay`` secret of
+``JOURNEY_INTEGRATION_SECRETS``). Both keep the reply in PostgreSQL, apply STOP/START at once
+and report the reply to the journey (``report_reply``: id, kind and session only).
 
 ``POST /api/messaging/sms-status`` takes what a Twilio-compatible provider posts to a message's
 ``StatusCallback`` (form fields ``MessageSid``, ``MessageStatus``, ``ErrorCode``,
@@ -18,14 +26,20 @@ import hmac
 from typing import Literal
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, HTTPException, Request, status
+import pydantic
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from activities.channels import PROVIDER_STATUSES
 from activities.delivery import record_delivery_status
+from activities.replies import record_outcome, store_reply
 from api import schemas
 from api.deps import ServiceDep, SettingsDep
+from api.inbound import InvalidKey, SignatureError, verify_inbound
+from api.service import JourneyNotFound, JourneyService, RequestRefused
+from worker.settings import Settings
+from workflows.replies import PatientReplyReport, ReplyKind, reply_key
 
 router = APIRouter(prefix="/api/messaging", tags=["messaging"])
 
@@ -123,4 +137,234 @@ async def sms_status(
     )
     return DeliveryStatusOut(
         result="unknown" if applied is None else "applied" if applied else "stale"
+    )
+
+
+# ---------------------------------------------------------------- replies (issue 18 items 2-3)
+
+SMS_REPLY_PATH = "/api/messaging/sms-reply"
+MAIL_RELAY = "mail-relay"
+"""The name of the mail relay in ``JOURNEY_INTEGRATION_SECRETS`` (its Standard Webhooks secret)."""
+MAX_REPLY_BYTES = 64 * 1024
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+ReplyResult = Literal["applied", "staff_task", "duplicate", "unmatched", "journey_closed"]
+
+
+class ReplyOut(BaseModel):
+    """What became of a reply: ``applied`` (confirmed, reschedule times sent, opt-out or opt-in
+    recorded), ``staff_task`` (a person answers it), ``duplicate`` (that message id was handled
+    before), ``unmatched`` (no patient has that number or address: kept, nothing else),
+    ``journey_closed`` (kept; STOP/START still applied)."""
+
+    result: ReplyResult
+    kind: ReplyKind
+    reply_id: int
+
+
+class EmailReplyIn(BaseModel):
+    """An inbound e-mail, as the mail relay posts it (Standard Webhooks signed JSON)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    message_id: str = Field(min_length=1, max_length=998, description="The e-mail's Message-ID.")
+    sender: str = Field(
+        min_length=3, max_length=320, alias="from", description="The sender's address."
+    )
+    subject: str = Field(default="", max_length=998)
+    text: str = Field(max_length=MAX_REPLY_BYTES, description="The plain-text body.")
+
+
+def sms_reply_url(settings: Settings) -> str:
+    """The inbound-SMS webhook URL the provider is configured with (and signs)."""
+    return settings.journey_public_url.rstrip("/") + SMS_REPLY_PATH
+
+
+async def handle_reply(
+    service: JourneyService,
+    *,
+    channel: Literal["email", "sms"],
+    provider_message_id: str,
+    sender: str,
+    body: str,
+) -> ReplyOut:
+    """Keep the reply, apply STOP/START at once, and report it to the journey."""
+    stored = await service.db(
+        store_reply(
+            service.pool,
+            provider_message_id=provider_message_id,
+            channel=channel,
+            sender=sender,
+            body=body,
+        )
+    )
+    if stored.patient_id is None:
+        return ReplyOut(result="unmatched", kind=stored.kind, reply_id=stored.id)
+    if not stored.new and stored.outcome is not None:
+        return ReplyOut(result="duplicate", kind=stored.kind, reply_id=stored.id)
+    report = PatientReplyReport(
+        idempotency_key=reply_key(channel, provider_message_id),
+        reply_id=stored.id,
+        kind=stored.kind,
+        session_number=stored.session_number,
+        channel=channel,
+    )
+    try:
+        answer = await service.report_reply(stored.patient_id, report)
+    except RequestRefused as refused:  # the journey is closed (or gone)
+        await service.db(record_outcome(service.pool, stored.id, "journey_closed", str(refused)))
+        return ReplyOut(result="journey_closed", kind=stored.kind, reply_id=stored.id)
+    except JourneyNotFound:
+        await service.db(record_outcome(service.pool, stored.id, "journey_closed", "no journey"))
+        return ReplyOut(result="journey_closed", kind=stored.kind, reply_id=stored.id)
+    result: ReplyResult
+    if answer.outcome == "duplicate":
+        result = "duplicate"
+    elif stored.kind == "other" or answer.reasons:
+        result = "staff_task"
+    else:
+        result = "applied"
+    detail = "; ".join(r.message for r in answer.reasons)
+    await service.db(record_outcome(service.pool, stored.id, result, detail))
+    return ReplyOut(result=result, kind=stored.kind, reply_id=stored.id)
+
+
+@router.post(
+    "/sms-reply",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Received (empty TwiML). ``X-Reply-Result`` says what became of it.",
+            "content": {"application/xml": {"schema": {"type": "string"}}},
+        },
+        401: {"model": schemas.ErrorBody, "description": "Unsigned or badly signed."},
+        422: {"model": schemas.ErrorBody, "description": "No MessageSid or From."},
+        503: {"model": schemas.ErrorBody, "description": "Temporal or PostgreSQL down; retry."},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "MessageSid": {"type": "string"},
+                            "From": {"type": "string"},
+                            "To": {"type": "string"},
+                            "Body": {"type": "string"},
+                        },
+                    }
+                }
+            },
+        },
+        "parameters": [
+            {
+                "name": SIGNATURE_HEADER,
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        ],
+    },
+)
+async def sms_reply(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
+    """An SMS a patient sent to the clinic's number (the provider's inbound-message webhook)."""
+    body = await request.body()
+    if len(body) > MAX_REPLY_BYTES:
+        raise _invalid("Body", "too_large", "The request is larger than 64 KiB.")
+    try:
+        params = dict(parse_qsl(body.decode(), keep_blank_values=True))
+    except UnicodeDecodeError:
+        params = {}
+    token = settings.sms_auth_token
+    expected = (
+        provider_signature(token.get_secret_value(), sms_reply_url(settings), params)
+        if token is not None
+        else None
+    )
+    given = request.headers.get(SIGNATURE_HEADER, "")
+    if expected is None or not hmac.compare_digest(expected.encode(), given.encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail=[{"rule": "bad_signature", "message": "Missing or bad provider signature."}],
+        )
+    sid = params.get("MessageSid") or params.get("SmsSid") or ""
+    sender = params.get("From", "")
+    if not sid or not sender or len(sid) > 200 or len(sender) > 64:
+        raise _invalid("MessageSid", "required", "MessageSid and From are required.")
+    out = await handle_reply(
+        service,
+        channel="sms",
+        provider_message_id=sid,
+        sender=sender,
+        body=params.get("Body", "")[:5000],
+    )
+    return Response(
+        EMPTY_TWIML,
+        media_type="application/xml",
+        headers={"X-Reply-Result": out.result, "X-Reply-Kind": out.kind},
+    )
+
+
+@router.post(
+    "/email-reply",
+    response_model=ReplyOut,
+    responses={
+        401: {"model": schemas.ErrorBody, "description": "Unsigned, badly signed or stale."},
+        422: {"model": schemas.ErrorBody, "description": "A field is missing or too long."},
+        503: {"model": schemas.ErrorBody, "description": "Temporal or PostgreSQL down; retry."},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": EmailReplyIn.model_json_schema()}},
+        },
+        "parameters": [
+            {"name": h, "in": "header", "required": True, "schema": {"type": "string"}}
+            for h in ("webhook-id", "webhook-timestamp", "webhook-signature")
+        ],
+    },
+)
+async def email_reply(request: Request, service: ServiceDep, settings: SettingsDep) -> ReplyOut:
+    """An e-mail a patient sent in answer to a message, posted by the mail relay as JSON signed
+    with the Standard Webhooks scheme under the integration name ``mail-relay``."""
+    raw = await request.body()
+    relay = {
+        name: secret
+        for name, secret in settings.journey_integration_secrets.items()
+        if name == MAIL_RELAY
+    }
+    try:
+        verify_inbound(
+            relay,
+            {**request.headers, "x-integration": MAIL_RELAY},
+            raw,
+            tolerance_seconds=settings.journey_webhook_tolerance_seconds,
+        )
+    except (SignatureError, InvalidKey) as err:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail=[{"rule": "bad_signature", "message": f"Refused: {err}."}],
+        ) from None
+    if len(raw) > MAX_REPLY_BYTES + 4096:
+        raise _invalid("text", "too_large", "The body is larger than 64 KiB.")
+    try:
+        mail = EmailReplyIn.model_validate_json(raw)
+    except pydantic.ValidationError as err:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in err.errors(include_url=False)]
+        ) from None
+    return await handle_reply(
+        service,
+        channel="email",
+        provider_message_id=mail.message_id,
+        sender=mail.sender,
+        body=mail.text,
+    )
+
+
+def _invalid(field: str, rule: str, message: str) -> RequestValidationError:
+    return RequestValidationError(
+        [{"loc": ("body", field), "type": rule, "msg": message, "input": None}]
     )

@@ -15,7 +15,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from workflows.booking import AppointmentReport
     from workflows.guards import refusals
-    from workflows.journey import aftercare, facts, planning, recovery, sessions, slots
+    from workflows.journey import aftercare, facts, planning, recovery, replies, sessions, slots
     from workflows.journey.consent_requests import ConsentRequests
     from workflows.journey.effects import Effects, JourneyClosed, Write
     from workflows.journey.refusals import refuse_if as _refuse_if
@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         WithdrawRequest,
     )
     from workflows.reasons import Reason
+    from workflows.replies import PatientReplyReport
     from workflows.screening import ScreeningAnswers
 
 
@@ -237,6 +238,13 @@ class PatientJourney(ConsentRequests):
         booked, moved, cancelled, a no-show or completed. One outside the session's allowed
         window is kept as an anomaly and answered with the reasons."""
         return await facts.receive(self._fx, "appointment", fact)
+
+    @workflow.update
+    async def report_reply(self, report: PatientReplyReport) -> FactResult:
+        """A patient's reply to a message (issue 18): confirm, reschedule, stop/start, or a
+        staff task. Only its id, kind and session; the text stays in PostgreSQL. Applied once
+        per idempotency key (the provider's message id), never kept as an anomaly."""
+        return await replies.receive(self._fx, report)
 
     # ------------------------------------------------------------------ requests (updates)
 

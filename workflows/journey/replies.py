@@ -1,0 +1,221 @@
+"""A patient's reply to a message, as a fact of the journey (issue 18 item 2, docs/messaging.md).
+
+The reply's text stays in PostgreSQL (``patient_replies``); the ``report_reply`` update brings
+only its id, its kind and the session of the message it answers
+(:class:`~workflows.replies.PatientReplyReport`). Applied once per idempotency key (built from
+the provider's message id), like every fact (:mod:`workflows.journey.facts`); a reply is never
+kept as an anomaly: what the journey cannot do with it becomes a staff task instead, so nothing a
+patient writes is lost.
+
+* ``confirm``: the session's ``confirmed_at`` is set and the timeline says so. A session that is
+  not booked or planned any more (done, cancelled...) cannot be confirmed: a staff task.
+* ``reschedule``: the answer offers up to three allowed start times (the session's allowed days,
+  :mod:`workflows.booking_window`, at the session's time of day) and the patient's link (added by
+  the dispatcher at send time). No allowed day: a staff task.
+* ``other``: a staff task (the dashboard shows the text from PostgreSQL) and a staff alert.
+* ``stop``/``start``: already applied in PostgreSQL when the reply arrived (at once, whatever the
+  journey's state); the journey records it in the timeline.
+"""
+
+from __future__ import annotations
+
+from datetime import time
+from typing import Any
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from workflows import calendar
+    from workflows.booking_window import allowed_days
+    from workflows.changes import SessionSlot
+    from workflows.journey.effects import Effects, Write
+    from workflows.messages import FactResult, SessionStatus
+    from workflows.reasons import Reason
+    from workflows.records import JourneyEvent
+    from workflows.replies import PatientReplyReport
+
+MAX_OFFERS = 3
+CONFIRMABLE = ("planned", "booked")
+
+
+async def receive(fx: Effects, report: PatientReplyReport) -> FactResult:
+    """Apply ``report`` once (``applied``) or answer ``duplicate`` for a key seen before."""
+    st = fx.state
+    key = report.idempotency_key
+    if key in st.seen_keys:
+        return FactResult(outcome="duplicate", stage=st.stage)
+    await workflow.wait_condition(lambda: fx.ready)
+    async with fx.lock:
+        if key in st.seen_keys:
+            return FactResult(outcome="duplicate", stage=st.stage)
+        st.seen_keys.add(key)
+        write, reasons = apply_reply(fx, report)
+        st.changes += 1
+        await fx.write(write)
+        return FactResult(outcome="applied", reasons=reasons, stage=st.stage)
+
+
+def _session(fx: Effects, number: int | None) -> SessionStatus | None:
+    st = fx.state
+    if number is not None:
+        return next((s for s in st.sessions if s.number == number), None)
+    return st.current_session()
+
+
+def apply_reply(fx: Effects, report: PatientReplyReport) -> tuple[Write, list[Reason]]:
+    """The journey's part of a reply: the write, and why it became a staff task (if it did)."""
+    session = _session(fx, report.session_number)
+    if report.kind in ("stop", "start"):
+        verb = "opted out of" if report.kind == "stop" else "opted back in to"
+        return Write(
+            events=[
+                _event(
+                    fx,
+                    report,
+                    f"contact_opted_{'out' if report.kind == 'stop' else 'in'}",
+                    f"The patient {verb} {_channel(report)} messages (reply #{report.reply_id}).",
+                )
+            ]
+        ), []
+    if report.kind == "confirm":
+        if session is not None and session.state in CONFIRMABLE:
+            fx.state.replace_session(session.number, confirmed_at=fx.now())
+            return Write(
+                events=[
+                    _event(
+                        fx,
+                        report,
+                        "reply_confirmed",
+                        f"The patient confirmed session {session.number} by "
+                        f"{_channel(report)} (reply #{report.reply_id}).",
+                    )
+                ]
+            ), []
+        reason = Reason(
+            rule="nothing_to_confirm",
+            message=(
+                f"Session {session.number} is {session.state}: nothing to confirm."
+                if session is not None
+                else "No session to confirm."
+            ),
+        )
+        return _staff_task(fx, report, session, reason), [reason]
+    if report.kind == "reschedule":
+        if session is not None and session.state in CONFIRMABLE:
+            offers = _offers(fx, session)
+            if offers:
+                params = {
+                    "session": str(session.number),
+                    "timezone": fx.cp.clinic.timezone,
+                    **{f"offer_{i}": at for i, at in enumerate(offers, start=1)},
+                }
+                return Write(
+                    events=[
+                        _event(
+                            fx,
+                            report,
+                            "reply_reschedule_asked",
+                            f"The patient asked to move session {session.number} "
+                            f"(reply #{report.reply_id}); {len(offers)} times offered.",
+                            {"offers": offers},
+                        )
+                    ],
+                    notifications=[
+                        fx.notify_params(
+                            "reply_reschedule_offer", f"reply-{report.reply_id}", params
+                        )
+                    ],
+                ), []
+            reason = Reason(
+                rule="no_allowed_day",
+                message=f"No day is allowed for session {session.number} now.",
+            )
+        else:
+            reason = Reason(rule="nothing_to_move", message="No planned or booked session.")
+        return _staff_task(fx, report, session, reason), [reason]
+    return _staff_task(fx, report, session, None), []
+
+
+def _offers(fx: Effects, session: SessionStatus) -> list[str]:
+    """Up to three allowed start times (ISO), at the session's own time of day.
+
+    TODO(issue 17): offer free times from ``scheduling.store.free_times`` (an activity) once it
+    exists; today these are the allowed days at the session's time, not checked against slots
+    (the patient's page checks the slot when the patient picks one).
+    """
+    st = fx.state
+    tz = fx.cp.clinic.timezone
+    slots = [
+        SessionSlot(number=s.number, on=s.planned_on, done=s.state == "done")
+        for s in st.sessions
+        if s.state != "cancelled"
+    ]
+    days = allowed_days(
+        session.number,
+        slots,
+        fx.cp,
+        today=fx.today(),
+        trips=st.trips,
+        conservative=st.conservative(),
+        earliest=st.earliest_start,
+    )
+    at: time = fx.cp.clinic.session_start
+    if session.starts_at is not None:
+        at = session.starts_at.astimezone(fx.cp.clinic.tz()).time().replace(tzinfo=None)
+    days = [d for d in days if d != session.planned_on][:MAX_OFFERS]
+    return [calendar.local_datetime(d, at, tz).isoformat() for d in days]
+
+
+def _staff_task(
+    fx: Effects, report: PatientReplyReport, session: SessionStatus | None, reason: Reason | None
+) -> Write:
+    about = f" about session {session.number}" if session is not None else ""
+    fx.state.add_task(f"Answer the patient's reply #{report.reply_id}{about}")
+    why = f" ({reason.message})" if reason is not None else ""
+    return Write(
+        events=[
+            _event(
+                fx,
+                report,
+                "reply_for_staff",
+                f"The patient replied by {_channel(report)}{about} (reply #{report.reply_id},"
+                f" {report.kind}){why}: a task for staff.",
+                {"reasons": [reason.model_dump()] if reason else []},
+            )
+        ],
+        notifications=[
+            fx.notify(
+                "staff_alert",
+                f"reply-{report.reply_id}",
+                "staff",
+                alert="patient_reply",
+                session=str(session.number) if session is not None else "?",
+                reply=str(report.reply_id),
+            )
+        ],
+    )
+
+
+def _channel(report: PatientReplyReport) -> str:
+    return "SMS" if report.channel == "sms" else "e-mail"
+
+
+def _event(
+    fx: Effects,
+    report: PatientReplyReport,
+    kind: str,
+    summary: str,
+    extra: dict[str, Any] | None = None,
+) -> JourneyEvent:
+    return fx.event(
+        kind,
+        "patient",
+        summary,
+        {
+            "reply_id": report.reply_id,
+            "reply_kind": report.kind,
+            "channel": report.channel,
+            "session": report.session_number,
+            **(extra or {}),
+        },
+    )
