@@ -43,6 +43,7 @@ from api.routes import (
     me,
     messaging,
     plans,
+    scheduling,
     webhooks_admin,
 )
 from api.service import (
@@ -223,6 +224,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         messaging.router,  # the SMS provider's delivery statuses (docs/messaging.md)
         me.router,
         plans.router,
+        scheduling.router,  # resources, free times, preferences (docs/scheduling.md)
         fhir.router,  # /fhir/R4 (docs/integrations.md)
         calendar.router,  # .ics files and calendar feeds
         webhooks_admin.router,  # /api/admin: webhook subscribers, dead letters, external ids

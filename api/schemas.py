@@ -13,6 +13,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from scheduling.preferences import SlotPreferences
 from workflows.bounds import (
     ClinicDate,
     ClinicDateTime,
@@ -240,6 +241,11 @@ class EnrolRequest(_In):
         ),
     )
     earliest_start: ClinicDate | None = None
+    scheduling_preferences: SlotPreferences | None = Field(
+        default=None,
+        description="Preferred weekdays and times for the sessions (built-in scheduling: "
+        "they order the offered slots, never exclude one; docs/scheduling.md).",
+    )
 
 
 class EnrolResponse(_Out):

@@ -627,6 +627,11 @@ class JourneyService:
                 return self._enrol_response(stored.response)
             patient_id = str(stored.response["patient_id"])
         await self.db(_insert_patient(self.pool, patient_id, create))
+        if request.scheduling_preferences is not None:
+            # Before the start: the journey's first reservation reads them (docs/scheduling.md).
+            from scheduling.store import set_preferences
+
+            await self.db(set_preferences(self.pool, patient_id, request.scheduling_preferences))
         start = JourneyStartRequest(
             patient_id=patient_id,
             clinic_id=request.clinic_id,

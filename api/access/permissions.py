@@ -59,6 +59,7 @@ Permission = Literal[
     "clinical.write",
     "consent.manage",
     "consent.record",
+    "scheduling.manage",
 ]
 PERMISSIONS: Final[tuple[Permission, ...]] = get_args(Permission)
 
@@ -84,6 +85,7 @@ PERMISSION_LABELS: Final[dict[Permission, str]] = {
     "clinical.write": "add to the clinical record",
     "consent.manage": "consent text versions and which one a clinic requires",
     "consent.record": "record a patient's paper consent or its withdrawal",
+    "scheduling.manage": "the clinic's lasers, rooms, practitioners, hours, closures and slots",
 }
 
 _RECEPTION: Final[frozenset[Permission]] = frozenset(
@@ -115,6 +117,7 @@ _MANAGER: Final[frozenset[Permission]] = frozenset(
         "access_log.view",
         "consent.manage",
         "consent.record",
+        "scheduling.manage",
     }
 )
 _ADMIN_ONLY: Final[frozenset[Permission]] = frozenset(
@@ -316,4 +319,18 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], Rule]] = {
     ("POST", "/photos/{patient_id}"): "clinical.write",
     ("GET", "/photos/{patient_id}/{photo_id}"): "clinical.view",
     ("POST", "/p/{token}/clinical/{action}"): _PATIENT_LINK,
+    # --- built-in scheduling (docs/scheduling.md)
+    ("GET", "/api/clinics/{clinic_id}/scheduling"): "journey.view",
+    ("PUT", "/api/clinics/{clinic_id}/scheduling/rules"): "scheduling.manage",
+    ("PUT", "/api/clinics/{clinic_id}/scheduling/hours"): "scheduling.manage",
+    ("PUT", "/api/clinics/{clinic_id}/scheduling/resources/{resource_id}"): "scheduling.manage",
+    ("DELETE", "/api/clinics/{clinic_id}/scheduling/resources/{resource_id}"): (
+        "scheduling.manage"
+    ),
+    ("POST", "/api/clinics/{clinic_id}/scheduling/closures"): "scheduling.manage",
+    ("DELETE", "/api/clinics/{clinic_id}/scheduling/closures/{closure_id}"): "scheduling.manage",
+    ("GET", "/api/journeys/{patient_id}/sessions/{session}/free-times"): "journey.view",
+    ("GET", "/api/journeys/{patient_id}/scheduling-preferences"): "journey.view",
+    ("PUT", "/api/journeys/{patient_id}/scheduling-preferences"): "journey.reschedule",
+    ("GET", "/api/me/sessions/{session}/free-times"): _PATIENT_LINK,
 }
