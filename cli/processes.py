@@ -216,12 +216,15 @@ def clinic_add(
 ) -> None:
     """Create or replace a clinic from FILE (journeys already running keep their protocol)."""
     from activities.repository import upsert_clinic
+    from scheduling.resources import SchedulingFileError, scheduling_from_file
+    from scheduling.store import sync_clinic
     from worker.main import open_database
     from workflows.protocol import ProtocolFileError, load_clinic_protocol
 
     try:
         cp = load_clinic_protocol(file)
-    except ProtocolFileError as error:
+        section = scheduling_from_file(file)
+    except (ProtocolFileError, SchedulingFileError) as error:
         for line in error.problems:
             err_console.print(f"error: {line}", markup=False)
         finish(2)
@@ -230,9 +233,14 @@ def clinic_add(
     async def main() -> int:
         async with open_database(settings) as pool:
             await upsert_clinic(pool, cp)
+            if section is not None:
+                await sync_clinic(pool, cp.clinic.clinic_id, section)
+        resources = (
+            f"; {len(section.resources)} scheduling resource(s)" if section is not None else ""
+        )
         console.print(
             f"Clinic {cp.clinic.clinic_id} ({cp.clinic.name}, {cp.clinic.timezone}) saved "
-            f"with protocol {cp.protocol.version}."
+            f"with protocol {cp.protocol.version}{resources}."
         )
         return 0
 

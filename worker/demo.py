@@ -37,9 +37,11 @@ from workflows.screening import ScreeningAnswers
 __all__ = [
     "DEMO_EMAIL_DOMAIN",
     "DEMO_PATIENTS",
+    "DEMO_SOUTH_CLINIC",
     "DEMO_TIME_SCALE",
     "DemoIntegration",
     "enrol_demo",
+    "ensure_dev_scheduling",
     "mark_dev_clinics_sandbox",
     "open_demo_journeys",
 ]
@@ -94,6 +96,44 @@ def demo_south_clinic() -> ClinicProtocol:
         },
         source="demo clinic",
     )
+
+
+# The development clinics' capacity (docs/scheduling.md): two lasers and two practitioners, so
+# the demo's sessions land at different times on different devices.
+DEMO_SCHEDULING: dict[str, Any] = {
+    "slot_minutes": {"small": 30, "moderate": 45, "large": 60},
+    "turnover_minutes": 15,
+    "step_minutes": 15,
+    "hours": {d: ["09:00-12:30", "13:30-17:00"] for d in ("mon", "tue", "wed", "thu", "fri")},
+    "resources": [
+        {"resource_id": "laser-1", "kind": "device", "label": "Laser 1"},
+        {"resource_id": "laser-2", "kind": "device", "label": "Laser 2"},
+        {"resource_id": "pr-a", "kind": "practitioner", "label": "PR A"},
+        {
+            "resource_id": "pr-b",
+            "kind": "practitioner",
+            "label": "PR B",
+            "hours": {d: ["10:00-16:00"] for d in ("mon", "tue", "wed", "thu")},
+        },
+    ],
+}
+
+
+async def ensure_dev_scheduling(pool: asyncpg.Pool, clinic_ids: list[str]) -> list[str]:
+    """Give the development clinics the demo's capacity when they have none on file (staff
+    edits made through the API or CLI are kept). Returns the clinics that got it."""
+    from scheduling.resources import ClinicScheduling
+    from scheduling.store import list_resources, sync_clinic
+
+    section = ClinicScheduling.model_validate(DEMO_SCHEDULING)
+    given: list[str] = []
+    for clinic_id in clinic_ids:
+        async with pool.acquire() as conn:
+            if await list_resources(conn, clinic_id):
+                continue
+        await sync_clinic(pool, clinic_id, section)
+        given.append(clinic_id)
+    return given
 
 
 async def mark_dev_clinics_sandbox(pool: asyncpg.Pool) -> list[str]:

@@ -66,9 +66,11 @@ from worker.database import (
 )
 from worker.demo import (
     DEMO_EMAIL_DOMAIN,
+    DEMO_SOUTH_CLINIC,
     DEMO_TIME_SCALE,
     DemoIntegration,
     enrol_demo,
+    ensure_dev_scheduling,
     mark_dev_clinics_sandbox,
     open_demo_journeys,
 )
@@ -485,6 +487,7 @@ async def run_dev(
             sandbox_pool = await create_pool(dsn, min_size=1, max_size=1)
             try:
                 await mark_dev_clinics_sandbox(sandbox_pool)
+                await ensure_dev_scheduling(sandbox_pool, ["default", DEMO_SOUTH_CLINIC])
             finally:
                 await sandbox_pool.close()
         where = "DATABASE_URL" if settings.database_url else f"embedded, data in {data_dir / 'pg'}"
