@@ -1,0 +1,228 @@
+"""The season simulation (docs/simulation.md): the audit's SQL against planted rows in a real
+PostgreSQL, the seeded generators, and a small season end to end on the real dev server,
+PostgreSQL and worker."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+
+from activities.repository import upsert_clinic
+from worker.simulation.arrivals import generate_arrivals
+from worker.simulation.audit import AUDIT_RULES, run_audit
+from worker.simulation.noise import NoiseRates, SeededNoise
+from workflows.protocol import clinic_protocol_from_dict
+
+PARIS = ZoneInfo("Europe/Paris")
+AUDIT_CLINIC = "audit"
+
+
+def _at(day: date, hour: int = 9) -> datetime:
+    return datetime.combine(day, time(hour), PARIS)
+
+
+async def _clinic(pool: asyncpg.Pool) -> None:
+    # Defaults: summer June–August, cutoff 30 days before it, 21 days minimum, trip buffer 30.
+    await upsert_clinic(
+        pool,
+        clinic_protocol_from_dict(
+            {"clinic": {"clinic_id": AUDIT_CLINIC, "name": "Audit", "timezone": "Europe/Paris"}}
+        ),
+    )
+
+
+async def _journey(
+    pool: asyncpg.Pool, name: str, trips: list[tuple[date, date]] | None = None
+) -> str:
+    wf = f"journey-{name}"
+    status = {"trips": [{"start": s.isoformat(), "end": e.isoformat()} for s, e in trips or []]}
+    await pool.execute(
+        """
+        INSERT INTO journeys (workflow_id, patient_id, clinic_id, version, stage, course_number,
+                              sessions_planned, sessions_done, protocol_version, status)
+        VALUES ($1, $2, $3, 1, 'scheduled', 1, 3, 0, 'v', $4)
+        """,
+        wf,
+        name,
+        AUDIT_CLINIC,
+        status,
+    )
+    return wf
+
+
+async def _appointment(
+    pool: asyncpg.Pool, wf: str, session: int, day: date, status: str = "done"
+) -> None:
+    await pool.execute(
+        """
+        INSERT INTO appointments (workflow_id, course_number, session_number, starts_at,
+                                  duration_minutes, status, version)
+        VALUES ($1, 1, $2, $3, 30, $4, 1)
+        """,
+        wf,
+        session,
+        _at(day),
+        status,
+    )
+
+
+async def _completed(pool: asyncpg.Pool, wf: str, session: int, day: date) -> None:
+    at = _at(day, 10)
+    await pool.execute(
+        """
+        INSERT INTO journey_events (workflow_id, event_key, step, kind, actor, occurred_at,
+                                    summary, data)
+        VALUES ($1, $2, $3, 'session_completed', 'integration', $4, 'done', $5)
+        """,
+        wf,
+        f"s{session}",
+        session,
+        at,
+        {"session": session, "completed_at": at.isoformat()},
+    )
+
+
+async def _resources(pool: asyncpg.Pool) -> None:
+    await pool.execute(
+        "INSERT INTO scheduling_resources (clinic_id, resource_id, kind) VALUES "
+        "($1, 'laser-1', 'device'), ($1, 'laser-2', 'device')",
+        AUDIT_CLINIC,
+    )
+
+
+async def _reservation(
+    pool: asyncpg.Pool, wf: str, resource: str, start: datetime, minutes: int
+) -> None:
+    end = start + timedelta(minutes=minutes)
+    await pool.execute(
+        """
+        INSERT INTO slot_reservations (clinic_id, resource_id, during, starts_at, ends_at,
+                                       workflow_id, patient_id, course_number, session_number)
+        VALUES ($1, $2, tstzrange($3, $4, '[)'), $3, $4, $5, $5, 1, 1)
+        """,
+        AUDIT_CLINIC,
+        resource,
+        start,
+        end,
+        wf,
+    )
+
+
+async def _clean_set(pool: asyncpg.Pool) -> None:
+    """Rows at every boundary that is allowed: 21 days apart, the cutoff day itself, the last
+    session exactly trip_buffer_days before a trip, a course split by summer around a summer
+    trip, back-to-back reservations, both sources (events and appointments) for one session."""
+    await _clinic(pool)
+    wf = await _journey(pool, "clean", trips=[(date(2027, 12, 20), date(2027, 12, 30))])
+    for n, day in enumerate([date(2027, 10, 4), date(2027, 10, 25), date(2027, 11, 20)], 1):
+        await _appointment(pool, wf, n, day, "done" if n < 3 else "booked")
+        if n < 3:
+            await _completed(pool, wf, n, day)
+    cutoff = await _journey(pool, "cutoff-day")
+    await _appointment(pool, cutoff, 1, date(2028, 5, 2))
+    split = await _journey(pool, "split", trips=[(date(2028, 7, 1), date(2028, 7, 14))])
+    await _appointment(pool, split, 1, date(2028, 4, 10))
+    await _appointment(pool, split, 2, date(2028, 9, 4), "booked")
+    await _resources(pool)
+    await _reservation(pool, wf, "laser-1", _at(date(2027, 10, 4)), 30)
+    await _reservation(pool, cutoff, "laser-1", _at(date(2027, 10, 4)) + timedelta(minutes=30), 30)
+    await _reservation(pool, split, "laser-2", _at(date(2027, 10, 4)), 30)
+
+
+async def test_audit_of_a_clean_set_is_zero(pg_pool: asyncpg.Pool) -> None:
+    await _clean_set(pg_pool)
+    result = await run_audit(pg_pool)
+    assert result.counts == {r.name: 0 for r in AUDIT_RULES}
+    assert result.clean
+
+
+async def test_audit_finds_each_planted_violation_once(pg_pool: asyncpg.Pool) -> None:
+    await _clean_set(pg_pool)
+    # A session in summer.
+    wf = await _journey(pg_pool, "summer")
+    await _appointment(pg_pool, wf, 1, date(2028, 7, 3), "booked")
+    # A session the day after the cutoff (2 May 2028 is allowed, 3 May is not).
+    wf = await _journey(pg_pool, "after-cutoff")
+    await _appointment(pg_pool, wf, 1, date(2028, 5, 3))
+    # Two sessions 20 days apart, in the event log and in the appointments (counted once).
+    wf = await _journey(pg_pool, "close")
+    for n, day in ((1, date(2027, 10, 4)), (2, date(2027, 10, 24))):
+        await _appointment(pg_pool, wf, n, day)
+        await _completed(pg_pool, wf, n, day)
+    # A session 19 days before a trip (the buffer is 30).
+    wf = await _journey(pg_pool, "trip", trips=[(date(2027, 12, 20), date(2027, 12, 30))])
+    await _appointment(pg_pool, wf, 1, date(2027, 12, 1))
+    # Two overlapping reservations of one laser: only possible without the exclusion
+    # constraint (a database restored without it); the audit does not rely on it.
+    await pg_pool.execute(
+        "ALTER TABLE slot_reservations DROP CONSTRAINT slot_reservations_no_overlap"
+    )
+    await _reservation(pg_pool, wf, "laser-2", _at(date(2027, 10, 4)) + timedelta(minutes=20), 30)
+    result = await run_audit(pg_pool)
+    assert result.counts == {r.name: 1 for r in AUDIT_RULES}
+    assert not result.clean
+    # Per clinic: another clinic's journeys are not this clinic's breaches.
+    assert (await run_audit(pg_pool, clinic_id="elsewhere")).counts == {
+        r.name: 0 for r in AUDIT_RULES
+    }
+
+
+async def test_audit_finds_a_course_around_a_trip(pg_pool: asyncpg.Pool) -> None:
+    await _clinic(pg_pool)
+    wf = await _journey(pg_pool, "around", trips=[(date(2027, 11, 1), date(2027, 11, 7))])
+    # 35 days before the trip (allowed), then 15 days after it: the trip fell inside the course.
+    await _completed(pg_pool, wf, 1, date(2027, 9, 27))
+    await _completed(pg_pool, wf, 2, date(2027, 11, 22))
+    result = await run_audit(pg_pool)
+    assert result.counts["trip_buffer"] == 1
+    assert result.counts["too_close"] == 0
+
+
+def test_arrivals_are_seeded_and_reproducible() -> None:
+    a = generate_arrivals(200, date(2027, 8, 1), 10, seed=7)
+    b = generate_arrivals(200, date(2027, 8, 1), 10, seed=7)
+    c = generate_arrivals(200, date(2027, 8, 1), 10, seed=8)
+    assert a == b
+    assert a != c
+    assert [x.day_offset for x in a] == sorted(x.day_offset for x in a)
+    assert all(0 <= x.day_offset < 305 for x in a)
+    # More arrivals in September than in the (summer) August before it.
+    sept = sum(1 for x in a if 31 <= x.day_offset < 61)
+    aug = sum(1 for x in a if x.day_offset < 31)
+    assert sept > aug
+    # A profile belongs to its patient: more patients do not change the first ones.
+    assert generate_arrivals(300, date(2027, 8, 1), 10, seed=7)[0].grade == a[0].grade
+    assert json.dumps([x.grade for x in a]) == json.dumps([x.grade for x in b])
+
+
+def test_noise_is_seeded_reproducible_and_near_its_rates() -> None:
+    rates = NoiseRates(no_show=0.05, reschedule=0.08, withdrawal=0.03)
+    one, two = SeededNoise(7, rates), SeededNoise(7, rates)
+    decisions = [
+        (one.no_show(p, 1, s), one.reschedule_days(p, 1, s)) for p in range(2000) for s in (1, 2, 3)
+    ]
+    # Asked in another order, the same answers.
+    again = [
+        (two.no_show(p, 1, s), two.reschedule_days(p, 1, s))
+        for p in reversed(range(2000))
+        for s in (3, 2, 1)
+    ]
+    assert sorted(decisions, key=str) == sorted(again, key=str)
+    assert decisions[:30] == [
+        (two.no_show(p, 1, s), two.reschedule_days(p, 1, s)) for p in range(10) for s in (1, 2, 3)
+    ]
+    no_shows = sum(1 for n, _ in decisions if n) / len(decisions)
+    moves = [d for _, d in decisions if d is not None]
+    assert 0.035 < no_shows < 0.065
+    assert 0.065 < len(moves) / len(decisions) < 0.095
+    assert all(2 <= d <= 10 for d in moves)
+    assert SeededNoise(8, rates).no_show(1, 1, 1) in (True, False)
+    off = SeededNoise(7, NoiseRates(0, 0, 0, 0, 0))
+    assert not any(off.no_show(p, 1, 1) or off.reschedule_days(p, 1, 1) for p in range(500))
+    with pytest.raises(ValueError):
+        NoiseRates(no_show=1.5)
+    assert datetime.now(UTC)  # (no clock is used by the generators)
