@@ -421,6 +421,9 @@ async def test_a_no_show_and_a_staff_mapped_patient(world: World) -> None:
     assert no_show.status_code == 200, no_show.answer
     detail = await eventually(lambda: _flagged(world, pid), timeout=30)
     assert "no_show" in detail["status"]["flags"]
+    # The journey asks the booking system for a new appointment: a new window for session 1.
+    again = await world.window(pid, count=2)
+    assert again["session"] == 1 and again["window_id"] != window["window_id"]
 
 
 async def _flagged(world: World, pid: str) -> dict[str, Any] | None:
