@@ -241,6 +241,13 @@ class EnrolRequest(_In):
         ),
     )
     earliest_start: ClinicDate | None = None
+    sim_start: ClinicDateTime | None = Field(
+        default=None,
+        description=(
+            "Where the journey's simulation clock starts (the season simulation puts every "
+            "journey on one calendar); used only with a time_scale other than 1."
+        ),
+    )
     scheduling_preferences: SlotPreferences | None = Field(
         default=None,
         description="Preferred weekdays and times for the sessions (built-in scheduling: "

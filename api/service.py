@@ -642,6 +642,7 @@ class JourneyService:
             screening_by=_actor_for_role(staff.role) if staff is not None else "staff",
             trips=[t.to_range() for t in request.trips],
             time_scale=request.time_scale,
+            sim_start=request.sim_start if request.time_scale != 1 else None,
             earliest_start=request.earliest_start,
         )
         try:
