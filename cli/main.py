@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from cli import booking, journeys, plan, processes
+from cli import booking, journeys, plan, processes, scheduling
 from cli.codes import ERROR, EXIT_CODES_HELP, INTERRUPTED
 
 app = typer.Typer(
@@ -61,6 +61,7 @@ plan.register(app)
 processes.register(app)
 journeys.register(app)
 booking.register(app)
+scheduling.register(app)
 
 
 def main() -> None:
