@@ -52,13 +52,16 @@ EVENT_TYPES: Final[dict[str, AppointmentEventKind]] = {
 
 SUBSCRIBED_EVENT_TYPES: Final[tuple[str, ...]] = (
     f"journey.{SESSION_WINDOW_KIND}",  # book this session inside these days
-    "journey.session_booked",  # the journey booked it (the booking system's own appointment)
+    "journey.session_booked",  # the journey booked (or moved) it as the booking system said
+    "journey.rescheduled",
+    "journey.appointment_cancelled",
+    "journey.no_show",  # the journey's own no-show (no report by the day's end + grace)
+    "journey.replanned",  # the course's dates changed: new windows follow
     "journey.fact_kept",  # an appointment event the journey kept for staff, with the reasons
     "journey.paused",  # hold the open appointments
     "journey.resumed",
     "journey.deferred",  # a pre-session check deferred the session
     "journey.withdrawn",  # cancel every open appointment
-    "journey.journey_withdrawn",
     "journey.excluded",
     "journey.completed",
 )
