@@ -56,6 +56,7 @@ from api.service import (
     TemporalConnector,
 )
 from api.web import clinical_pages as web_clinical
+from api.web import messaging_pages as web_messaging
 from api.web import reports as web_reports
 from api.web import routes as web_pages
 from worker.client import build_codec
@@ -230,6 +231,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhooks_admin.router,  # /api/admin: webhook subscribers, dead letters, external ids
         web_pages.router,  # the dashboard and the patient page (api/web)
         web_clinical.router,  # consent, photos and outcomes on the pages (issue 19)
+        web_messaging.router,  # failed deliveries, opt-outs and replies per clinic (issue 18)
         web_reports.router,  # /reports: clinic reports and CSV exports (docs/reports.md)
     ):
         app.include_router(router)

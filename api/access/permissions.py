@@ -315,6 +315,7 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], Rule]] = {
     ("POST", "/api/me/satisfaction"): _PATIENT_LINK,
     ("GET", "/clinics/{clinic_id}/consent"): "consent.manage",
     ("POST", "/clinics/{clinic_id}/consent/{action}"): "consent.manage",
+    ("GET", "/clinics/{clinic_id}/messaging"): "journey.view",  # issue 18: deliveries, opt-outs
     ("POST", "/journeys/{patient_id}/consent/{action}"): "consent.record",
     ("POST", "/photos/{patient_id}"): "clinical.write",
     ("GET", "/photos/{patient_id}/{photo_id}"): "clinical.view",

@@ -714,6 +714,9 @@ async def overview(request: Request) -> Response:
             "live_scope": "",
             "live_url": "/",
             "page": "overview",
+            "messaging_clinics": await _messaging_pages().clinics_in_scope(
+                _pool(request), _scope(request)
+            ),
         },
     )
 
@@ -928,9 +931,17 @@ async def _journey_page(
             "closed": row.stage in guards.CLOSED_STAGES,
             # Consent, photos and outcomes (issue 19): api/web/clinical_pages.py.
             **await _clinical_pages().journey_context(request, staff, row, status, cp),
+            # Messages and replies (issue 18): api/web/messaging_pages.py.
+            **await _messaging_pages().journey_context(pool, wf, tz),
         },
         status_code=status_code,
     )
+
+
+def _messaging_pages() -> Any:
+    from api.web import messaging_pages  # it imports this module
+
+    return messaging_pages
 
 
 def _clinical_pages() -> Any:
