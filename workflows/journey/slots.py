@@ -40,8 +40,10 @@ with workflow.unsafe.imports_passed_through():
 # Patches (docs/versioning.md).
 SLOT_BOOKING = "202612-slot-booking"
 
-# Activity plumbing, not clinical numbers: a reservation is one short transaction; retried
-# without limit (a database outage delays the booking, never loses it).
+# Activity plumbing, not clinical numbers: a reservation is one short transaction, so a local
+# activity (one marker in history instead of three events and a workflow task, like the
+# journey's writes); retried without limit (a database outage delays the booking, never loses
+# it).
 SLOT_TIMEOUT = timedelta(seconds=30)
 SLOT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -101,7 +103,7 @@ async def reserve(
         default_start=fx.cp.clinic.session_start,
         duration_minutes=_duration(fx),
     )
-    result: SlotResult = await workflow.execute_activity(
+    result: SlotResult = await workflow.execute_local_activity(
         "reserve_slot",
         request,
         result_type=SlotResult,
@@ -115,7 +117,7 @@ async def reserve(
 async def release(fx: Effects, number: int) -> None:
     """Give back session ``number``'s reservation (a step that did not happen after all)."""
     st = fx.state
-    await workflow.execute_activity(
+    await workflow.execute_local_activity(
         "release_slot",
         SlotRelease(
             workflow_id=workflow.info().workflow_id,
