@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -27,9 +28,11 @@ from activities.store import build_activities
 from api.inbound import sign_standard
 from api.main import create_app
 from api.tokens import patient_link
+from scheduling.store import sync_clinic
 from tests.fixtures_temporal import new_worker
 from tests.messaging_fakes import FakeSmsProvider, LocalSmtpServer, free_port, serve_asgi
 from tests.test_api import SECRETS, eventually, make_settings
+from tests.test_journey_slots import scheduling
 from tests.test_messaging import PHONE, SENDER, STAFF, smtp  # noqa: F401
 from worker.notifications import build_channel
 
@@ -268,3 +271,27 @@ async def test_stop_by_sms_reaches_the_journey_and_the_dashboard(replies: Replie
     assert clinic.status_code == 200, clinic.text
     assert patient_id in clinic.text and "SMTP 550" in clinic.text
     assert "sms reply STOP" in clinic.text
+
+
+async def test_a_reschedule_reply_offers_the_clinics_free_times(replies: Replies) -> None:
+    """With resources on file (built-in scheduling), the answer offers real free slots (the
+    free-times search the patient's page uses), not just allowed days."""
+    r = replies
+    await repository.ensure_default_clinic(r.pool)
+    await sync_clinic(r.pool, "default", scheduling("09:00-12:00"))
+    patient_id = await booked_patient(r)
+    free = await r.http.get(
+        f"/api/journeys/{patient_id}/sessions/1/free-times", params={"limit": 3}, headers=r.auth()
+    )
+    assert free.status_code == 200, free.text
+    expected = [t["starts_at"] for t in free.json()["free_times"]][:3]
+    assert len(expected) == 3
+
+    answer = await r.sms("Reschedule")
+    assert answer.headers["X-Reply-Result"] == "applied"
+    [asked] = await events(r.pool, patient_id, "reply_reschedule_asked")
+    offered = [datetime.fromisoformat(t) for t in asked["data"]["offers"]]
+    assert offered == [datetime.fromisoformat(t) for t in expected]
+    await r.send_all()
+    [offer] = [m for m in r.provider.sent if "Choose one on your page" in m.body]
+    assert offer.body.count("\n- ") == 3

@@ -34,6 +34,13 @@ class PatientReplyReport(BaseModel):
     )
     channel: Literal["email", "sms"]
     received_at: ClinicDateTime | None = None
+    offers: list[ClinicDateTime] = Field(
+        default=[],
+        max_length=3,
+        description="For ``reschedule``: free start times found in PostgreSQL (the clinic's "
+        "slots, scheduling.store.free_times); the journey keeps those on an allowed day. Empty: "
+        "the journey offers allowed days at the session's time.",
+    )
 
 
 def reply_key(channel: str, provider_message_id: str) -> str:

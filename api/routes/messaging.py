@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from datetime import datetime
 from typing import Literal
 from urllib.parse import parse_qsl
 
@@ -33,11 +34,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from activities.channels import PROVIDER_STATUSES
 from activities.delivery import record_delivery_status
-from activities.replies import record_outcome, store_reply
+from activities.replies import StoredReply, record_outcome, store_reply
 from api import schemas
 from api.deps import ServiceDep, SettingsDep
 from api.inbound import InvalidKey, SignatureError, verify_inbound
-from api.service import JourneyNotFound, JourneyService, RequestRefused
+from api.routes.scheduling import session_free_times
+from api.service import InvalidRequest, JourneyNotFound, JourneyService, RequestRefused
 from worker.settings import Settings
 from workflows.replies import PatientReplyReport, ReplyKind, reply_key
 
@@ -208,6 +210,9 @@ async def handle_reply(
         kind=stored.kind,
         session_number=stored.session_number,
         channel=channel,
+        offers=await _free_offers(service, stored.patient_id, stored)
+        if stored.kind == "reschedule"
+        else [],
     )
     try:
         answer = await service.report_reply(stored.patient_id, report)
@@ -362,6 +367,20 @@ async def email_reply(request: Request, service: ServiceDep, settings: SettingsD
         sender=mail.sender,
         body=mail.text,
     )
+
+
+async def _free_offers(
+    service: JourneyService, patient_id: str, stored: StoredReply
+) -> list[datetime]:
+    """Up to three free start times for the session the reply is about (the clinic's slots;
+    empty for a clinic without resources on file, or when there is no session to move)."""
+    if stored.session_number is None:
+        return []
+    try:
+        found = await session_free_times(service, patient_id, stored.session_number, 3)
+    except (InvalidRequest, JourneyNotFound):
+        return []
+    return [t.starts_at for t in found.free_times[:3]]
 
 
 def _invalid(field: str, rule: str, message: str) -> RequestValidationError:

@@ -102,7 +102,7 @@ def apply_reply(fx: Effects, report: PatientReplyReport) -> tuple[Write, list[Re
         return _staff_task(fx, report, session, reason), [reason]
     if report.kind == "reschedule":
         if session is not None and session.state in CONFIRMABLE:
-            offers = _offers(fx, session)
+            offers = _offers(fx, session, report)
             if offers:
                 params = {
                     "session": str(session.number),
@@ -136,12 +136,11 @@ def apply_reply(fx: Effects, report: PatientReplyReport) -> tuple[Write, list[Re
     return _staff_task(fx, report, session, None), []
 
 
-def _offers(fx: Effects, session: SessionStatus) -> list[str]:
-    """Up to three allowed start times (ISO), at the session's own time of day.
-
-    TODO(issue 17): offer free times from ``scheduling.store.free_times`` (an activity) once it
-    exists; today these are the allowed days at the session's time, not checked against slots
-    (the patient's page checks the slot when the patient picks one).
+def _offers(fx: Effects, session: SessionStatus, report: PatientReplyReport) -> list[str]:
+    """Up to three start times (ISO): the free times the report brings (the clinic's slots,
+    found by the API with ``scheduling.store.free_times``) that fall on an allowed day; without
+    any (a clinic without resources on file), the allowed days at the session's time of day
+    (not checked against slots: the patient's page checks the slot when the patient picks one).
     """
     st = fx.state
     tz = fx.cp.clinic.timezone
@@ -159,6 +158,12 @@ def _offers(fx: Effects, session: SessionStatus) -> list[str]:
         conservative=st.conservative(),
         earliest=st.earliest_start,
     )
+    if report.offers:
+        allowed = set(days)
+        zone = fx.cp.clinic.tz()
+        kept = [t for t in report.offers if t.astimezone(zone).date() in allowed]
+        if kept:
+            return [t.isoformat() for t in kept[:MAX_OFFERS]]
     at: time = fx.cp.clinic.session_start
     if session.starts_at is not None:
         at = session.starts_at.astimezone(fx.cp.clinic.tz()).time().replace(tzinfo=None)
