@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,11 +25,12 @@ from temporalio.testing import WorkflowEnvironment
 from activities import repository
 from activities.store import build_activities
 from activities.webhooks import WebhookDispatcher
+from api.inbound import sign_standard
 from api.main import create_app
 from tests.booking_fake import FakeBookingSystem
 from tests.fixtures_temporal import new_worker
 from tests.messaging_fakes import free_port, serve_asgi
-from tests.test_api import FAST_SCALE, enrol_body, eventually, make_settings
+from tests.test_api import FAST_SCALE, SECRETS, enrol_body, eventually, make_settings
 from workflows.protocol import ClinicProtocol, ClinicSettings, Protocol
 
 CLINIC = "ext-booking"
@@ -190,12 +192,57 @@ async def test_registration_subscribes_the_booking_system(world: World) -> None:
     for body in bad:
         r = await world.api.put(f"/api/booking/{CLINIC}/system", json=body, headers=world.auth())
         assert r.status_code == 422, (body, r.text)
+    await _rotations(world)
     r = await world.api.put(
         "/api/booking/no-such-clinic/system",
         json={"base_url": "http://x.example"},
         headers=world.auth(),
     )
     assert r.status_code == 422 and r.json()["detail"][0]["rule"] == "unknown_clinic"
+
+
+async def _rotations(world: World) -> None:
+    """The inbound secret from JOURNEY_INTEGRATION_SECRETS, then a stored pair during a
+    rotation; the outbound secret stays what the booking system verifies."""
+    fake = world.fake
+    body = json.dumps(
+        {"type": "appointment.cancelled", "data": {"external_appointment_id": "R-1"}}
+    ).encode()
+
+    async def status(secret: str) -> int:
+        message_id = f"rot-{uuid.uuid4()}"
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(time.time())),
+            "webhook-signature": sign_standard(secret, message_id, int(time.time()), body),
+        }
+        return (await fake.post(body, headers)).status_code
+
+    url = f"/api/booking/{CLINIC}/system"
+    base = {"base_url": fake.base_url, "webhook_url": fake.url}
+    r = await world.api.put(url, json={**base, "integration": "emr"}, headers=world.auth())
+    assert r.status_code == 200 and r.json()["signed_with"] == "integration", r.text
+    assert r.json()["inbound_secret"] is None
+    assert r.json()["outbound_secret"] == fake.outbound_secret  # kept
+    # Past the signature: 422, an appointment never seen (only a signed event gets this far).
+    assert await status(SECRETS["emr"]) == 422
+    assert await status(fake.inbound_secret) == 401
+    new = "whsec_" + "bmV3LXNlY3JldC1mb3ItdGVzdHMtMzItYnl0ZXMhIQ=="
+    r = await world.api.put(
+        url, json={**base, "secret": f"{new} {fake.inbound_secret}"}, headers=world.auth()
+    )
+    assert r.status_code == 200, r.text
+    assert await status(new) == 422 and await status(fake.inbound_secret) == 422
+    assert await status(SECRETS["emr"]) == 401
+    r = await world.api.put(url, json={**base, "secret": fake.inbound_secret}, headers=world.auth())
+    assert r.status_code == 200 and await status(new) == 401
+    live = await world.pool.fetchval(
+        "SELECT count(*) FROM webhook_subscribers WHERE clinic_id = $1 AND disabled_at IS NULL",
+        CLINIC,
+    )
+    assert live == 1  # each registration replaced the subscription
+    await world.pool.execute("DELETE FROM booking_events")
 
 
 async def test_signatures_are_refused_and_unknown_ids_answered(world: World) -> None:
@@ -403,15 +450,26 @@ async def test_a_no_show_and_a_staff_mapped_patient(world: World) -> None:
     window = await world.window(pid)
     day = window["allowed_days"][min(1, len(window["allowed_days"]) - 1)]
     start = at(day, 0, 30)
-    created = await fake.send(
-        "created",
-        external_appointment_id="B-1",
-        external_patient_id="P-2",
-        session=1,
-        starts_at=start,
+    # Two copies of one event race each other: applied once, the other a duplicate.
+    message_id = f"msg_{uuid.uuid4().hex}"
+    copies = await asyncio.gather(
+        *(
+            fake.send(
+                "created",
+                webhook_id=message_id,
+                external_appointment_id="B-1",
+                external_patient_id="P-2",
+                session=1,
+                starts_at=start,
+            )
+            for _ in range(2)
+        )
     )
-    assert created.status_code == 200, created.answer
-    assert created.answer["patient_id"] == pid
+    assert [c.status_code for c in copies] == [200, 200], [c.answer for c in copies]
+    assert sorted(c.answer["outcome"] for c in copies) == ["applied", "duplicate"]
+    assert all(c.answer["patient_id"] == pid for c in copies)
+    booked = [e for e in await _timeline(world, pid) if e == "session_booked"]
+    assert len(booked) == 1
     # An id conflict: the appointment belongs to P-2's patient, not to another one.
     clash = await fake.send("no_show", external_appointment_id="B-1", patient_id="p_another")
     assert clash.status_code == 422 and clash.answer["detail"][0]["rule"] == "id_conflict"
@@ -424,6 +482,11 @@ async def test_a_no_show_and_a_staff_mapped_patient(world: World) -> None:
     # The journey asks the booking system for a new appointment: a new window for session 1.
     again = await world.window(pid, count=2)
     assert again["session"] == 1 and again["window_id"] != window["window_id"]
+
+
+async def _timeline(world: World, pid: str) -> list[str]:
+    rows = await repository.get_timeline(world.pool, f"journey-{pid}")
+    return [r.kind for r in rows]
 
 
 async def _flagged(world: World, pid: str) -> dict[str, Any] | None:

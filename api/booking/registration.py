@@ -25,6 +25,8 @@ __all__ = [
 
 URL_PATTERN = r"^https?://[\x21-\x7e]+$"
 SECRET_PATTERN = r"^whsec_[A-Za-z0-9+/=]{24,200}$"
+# The booking system's own secret: one, or two during a rotation ("whsec_NEW whsec_OLD").
+INBOUND_SECRET_PATTERN = r"^whsec_[A-Za-z0-9+/=]{24,200}( whsec_[A-Za-z0-9+/=]{24,200})?$"
 EventType = Annotated[str, Field(pattern=r"^journey\.[a-z_]{1,60}$")]
 
 
@@ -45,7 +47,12 @@ class BookingSystemIn(BaseModel):
     webhook_url: str | None = Field(
         default=None, min_length=8, max_length=2000, pattern=URL_PATTERN
     )
-    secret: str | None = Field(default=None, pattern=SECRET_PATTERN)
+    secret: str | None = Field(
+        default=None,
+        max_length=420,
+        pattern=INBOUND_SECRET_PATTERN,
+        description="Its events' secret; two space-separated during a rotation.",
+    )
     integration: str | None = Field(
         default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$"
     )

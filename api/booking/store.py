@@ -101,17 +101,26 @@ async def register(
     outbound_secret: str | None,
 ) -> tuple[Registration, str]:
     """Register (or replace) the clinic's booking system, and subscribe its ``webhook_url`` to
-    ``event_types``; a replaced registration's subscription is disabled. Returns the
-    registration and the outbound subscription's signing secret (shown once).
+    ``event_types``; a replaced registration's subscription is disabled and its signing secret
+    kept for the new one unless ``outbound_secret`` is given. Returns the registration and the
+    outbound subscription's signing secret.
 
     Raises:
         asyncpg.ForeignKeyViolationError: no such clinic.
     """
-    secret = outbound_secret or webhooks.new_secret()
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "SELECT pg_advisory_xact_lock(hashtext('booking_systems:' || $1))", clinic_id
         )
+        kept = await conn.fetchval(
+            """
+            SELECT s.secret FROM booking_systems b
+            JOIN webhook_subscribers s ON s.id = b.subscriber_id
+            WHERE b.clinic_id = $1
+            """,
+            clinic_id,
+        )
+        secret = outbound_secret or kept or webhooks.new_secret()
         await conn.execute(
             """
             UPDATE webhook_subscribers SET disabled_at = coalesce(disabled_at, now())
