@@ -5,6 +5,7 @@ patient moving a session to one of them gets that slot reserved."""
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -200,22 +201,44 @@ async def test_free_times_for_staff_and_patient(stack: Stack) -> None:  # noqa: 
     r = await s.http.get(f"/api/journeys/{pid}/sessions/1/free-times?limit=500", headers=s.auth())
     assert r.status_code == 422
 
-    # The patient picks the last offered time: the session moves into exactly that slot.
-    pick = times[-1]
+    # The patient page offers the same times; picking one moves the session into that slot.
+    page = await s.http.get(f"/p/{token}?session=1")
+    assert page.status_code == 200, page.text
+    assert 'id="free-times"' in page.text
+    offered = re.findall(r'name="slot" value="([^"]+)"', page.text)
+    assert offered and len(offered) <= 20
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf is not None
+    pick = offered[-1]
     r = await s.http.post(
-        "/api/me/reschedule",
-        json={
-            "session_number": 1,
-            "new_date": pick["on"],
-            "new_time": pick["local_time"][:5],
+        f"/p/{token}/reschedule",
+        data={
+            "csrf_token": csrf.group(1),
+            "request_id": "pick-1",
+            "session_number": "1",
+            "slot": pick,
         },
-        headers={"Authorization": f"Bearer {token}"},
     )
-    assert r.status_code == 200, r.text
-    wanted = datetime.fromisoformat(pick["starts_at"])
+    assert r.status_code in (200, 303), r.text
+    day, hhmm = pick.split(" ")
+    wanted = datetime.combine(date.fromisoformat(day), time.fromisoformat(hhmm), ZoneInfo(TZ))
 
     async def moved() -> bool:
         found = await first_reserved()
         return found is not None and found["starts_at"] == wanted
 
+    await eventually(moved, timeout=30)
+
+    # Through the API too: another offered time, exactly.
+    r = await s.http.get(
+        "/api/me/sessions/1/free-times", headers={"Authorization": f"Bearer {token}"}
+    )
+    other = r.json()["free_times"][0]
+    r = await s.http.post(
+        "/api/me/reschedule",
+        json={"session_number": 1, "new_date": other["on"], "new_time": other["local_time"][:5]},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 200, r.text
+    wanted = datetime.fromisoformat(other["starts_at"])
     await eventually(moved, timeout=30)

@@ -225,7 +225,19 @@ async def session_free_times(
         InvalidRequest: the journey has no such session, or it is done.
         JourneyNotFound: no such journey.
     """
-    st = await service.status(patient_id)
+    return await free_times_for(service, await service.status(patient_id), session, limit)
+
+
+async def free_times_for(
+    service: JourneyService, st: JourneyStatus, session: int, limit: int = MAX_FREE_TIMES
+) -> FreeTimesOut:
+    """:func:`session_free_times` for a status already at hand (the patient page reads it from
+    the read model).
+
+    Raises:
+        InvalidRequest: the journey has no such session, or it is done.
+    """
+    patient_id = st.patient_id
     current = next((s for s in st.sessions if s.number == session), None)
     if current is None or current.state in ("done", "cancelled"):
         raise InvalidRequest(
@@ -324,4 +336,4 @@ async def put_preferences(
     return body
 
 
-__all__ = ["FreeTimesOut", "router", "session_free_times"]
+__all__ = ["FreeTimesOut", "free_times_for", "router", "session_free_times"]

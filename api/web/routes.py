@@ -1166,11 +1166,13 @@ async def _patient_page(
     )
     trips: list[DateRange] | None = []
     options: list[views.DayOption] = []
+    free_times: list[dict[str, str]] = []
     if can_move and status is not None and chosen is not None:
         trips = list(status.trips)
         options = views.date_options(
             status, cp, chosen.number, today=today, trips=trips or [], days=RESCHEDULE_DAYS
         )
+        free_times = await _free_times(request, status, chosen.number, tz)
     spf_until, review_on = views.spf_and_review(status, cp) if status else (None, None)
     done = [s for s in sessions if s.state == "done"]
     upcoming = views.current_session(status) if status else None
@@ -1219,6 +1221,7 @@ async def _patient_page(
             "weeks": views.calendar_weeks(options),
             "groups": views.group_refusals(options),
             "allowed_count": sum(1 for o in options if o.allowed),
+            "free_times": free_times,
             "trips_unknown": trips is None,
             "done": done,
             "can_attest": bool(done) and guards.accepts("spf_attested", row.stage),
@@ -1229,6 +1232,33 @@ async def _patient_page(
         },
         status_code=status_code,
     )
+
+
+async def _free_times(
+    request: Request, status: JourneyStatus, number: int, tz: str
+) -> list[dict[str, str]]:
+    """Concrete free times for moving session ``number`` (built-in scheduling,
+    docs/scheduling.md): ``value`` ("YYYY-MM-DD HH:MM") and ``label``. Empty for a clinic
+    without resources on file, or when they cannot be read now (the dates still show)."""
+    import logging
+
+    from api.routes.scheduling import free_times_for
+    from api.service import ServiceError
+
+    try:
+        found = await free_times_for(_service(request), status, number)
+    except (ServiceError, asyncpg.PostgresError, OSError) as err:
+        logging.getLogger(__name__).warning(
+            "free times unavailable for the patient page: %s", type(err).__name__
+        )
+        return []
+    return [
+        {
+            "value": f"{f.on.isoformat()} {f.local_time:%H:%M}",
+            "label": views.format_local_datetime(f.starts_at, tz),
+        }
+        for f in found.free_times
+    ]
 
 
 def _patient_headline(stage: str) -> str:
@@ -1301,13 +1331,23 @@ async def patient_action(request: Request, token: str, action: str) -> Response:
     try:
         if action == "reschedule":
             number = _int_field(form, "session_number", "the session")
-            chosen = _field(form, "other_date") or _field(form, "new_date")
+            # A free time picked from the list ("YYYY-MM-DD HH:MM") is that exact start; a date
+            # alone lets the journey pick the best free time that day.
+            slot_date, _, slot_time = _field(form, "slot").partition(" ")
+            chosen = _field(form, "other_date") or slot_date or _field(form, "new_date")
             if not chosen:
                 raise _FormError("Please choose a new date.")
+            try:
+                new_time = (
+                    time.fromisoformat(slot_time) if slot_time and chosen == slot_date else None
+                )
+            except ValueError:
+                raise _FormError("Please choose one of the times shown.") from None
             await service.reschedule(
                 patient_id,
                 number,
                 _date_field(chosen, "the new date"),
+                new_time,
                 by_patient=True,
                 request_id=_request_id(form),
             )
