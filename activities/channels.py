@@ -54,6 +54,7 @@ class OutgoingMessage(BaseModel):
     body: str
     attachments: tuple[Attachment, ...] = ()
     sender_name: str | None = None  # the clinic's name, shown as the e-mail's sender
+    language: str = "en"  # the patient's language: Content-Language and <html lang>
 
 
 DeliveryStatus = Literal["queued", "sent", "delivered", "failed"]
@@ -290,8 +291,11 @@ class SmtpChannel:
         email["Subject"] = message.subject
         email["Message-ID"] = message_id(provider_key, self.sender)
         email["X-Idempotency-Key"] = provider_key
+        email["Content-Language"] = message.language
         email.set_content(message.body)
-        email.add_alternative(as_html(message.subject, message.body), subtype="html")
+        email.add_alternative(
+            as_html(message.subject, message.body, message.language), subtype="html"
+        )
         for a in message.attachments:
             maintype, _, rest = a.content_type.partition("/")
             subtype, *options = (part.strip() for part in rest.split(";"))
@@ -305,15 +309,16 @@ class SmtpChannel:
         return email
 
 
-def as_html(subject: str, body: str) -> str:
-    """The HTML part of a message: the plain text, escaped, one ``<p>`` per paragraph."""
+def as_html(subject: str, body: str, language: str = "en") -> str:
+    """The HTML part of a message: the plain text, escaped, one ``<p>`` per paragraph, in the
+    patient's language (``<html lang>``)."""
     paragraphs = "".join(
         "<p>" + html.escape(p.strip()).replace("\n", "<br>") + "</p>\n"
         for p in body.split("\n\n")
         if p.strip()
     )
     return (
-        '<!doctype html>\n<html><head><meta charset="utf-8">'
+        f'<!doctype html>\n<html lang="{html.escape(language)}"><head><meta charset="utf-8">'
         f"<title>{html.escape(subject)}</title></head>\n"
         f'<body style="font-family: sans-serif; line-height: 1.5">\n{paragraphs}</body></html>\n'
     )

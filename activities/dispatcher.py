@@ -87,7 +87,8 @@ RETURNING o.id, o.workflow_id, o.notification_key, o.patient_id, o.kind, o.audie
 """
 
 _RECIPIENTS = """
-SELECT p.patient_id, p.full_name, p.email, p.phone, c.name AS clinic_name, c.timezone,
+SELECT p.patient_id, p.full_name, p.email, p.phone, p.language, c.name AS clinic_name,
+       c.timezone,
        c.quiet_hours_start, c.quiet_hours_end, c.essential_kinds,
        ARRAY(SELECT o.channel FROM contact_optouts o
              WHERE o.patient_id = p.patient_id AND o.opted_out_at IS NOT NULL) AS opted_out
@@ -316,7 +317,12 @@ class OutboxDispatcher:
     async def _with_invitation(self, row: _Claimed, message: OutgoingMessage) -> OutgoingMessage:
         """A booking, a move or a withdrawal carries its ``.ics`` (activities/ics.py)."""
         found = await ics.invitation(
-            self._pool, row.workflow_id, row.kind, row.params, row.notification_key
+            self._pool,
+            row.workflow_id,
+            row.kind,
+            row.params,
+            row.notification_key,
+            language=message.language,
         )
         if found is None:
             return message
@@ -349,6 +355,8 @@ class OutboxDispatcher:
             clinic_name=recipient["clinic_name"] if recipient is not None else None,
             clinic_timezone=recipient["timezone"] if recipient is not None else None,
             audience=row.audience,
+            # The patient's language at send time (patients.language; docs/languages.md).
+            language=recipient["language"] if recipient is not None else None,
         )
         return OutgoingMessage(
             channel=row.channel,
@@ -356,6 +364,7 @@ class OutboxDispatcher:
             subject=text.subject,
             body=text.body,
             sender_name=recipient["clinic_name"] if recipient is not None else None,
+            language=text.language,
         )
 
     async def _record_failure(

@@ -8,6 +8,9 @@ Built from the ``appointments`` read model, never from the workflow:
   so it only grows: every reschedule or cancellation a calendar receives supersedes the last;
 * ``DTSTART``/``DTEND`` in the clinic's zone with its ``VTIMEZONE``; the numbing-cream
   arrive-early time is in ``DESCRIPTION``;
+* the patient's words (``SUMMARY``, ``DESCRIPTION``) in the patient's language, from the
+  catalogs (``ics.*`` keys; :mod:`activities.i18n`), times as the locale writes them; the staff
+  feed stays in English;
 * ``METHOD:REQUEST`` for a booking or a move, ``METHOD:CANCEL`` (``STATUS:CANCELLED``) for a
   cancelled or deferred session, ``METHOD:PUBLISH`` for the subscription feeds.
 
@@ -19,13 +22,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 import asyncpg
 from icalendar import Calendar, Event
+
+from activities.i18n import DEFAULT_LANGUAGE, translator
 
 __all__ = [
     "CalendarSession",
@@ -63,6 +68,7 @@ class CalendarSession:
     version: int
     timezone: str
     clinic_name: str
+    language: str = DEFAULT_LANGUAGE  # the patient's (patients.language)
 
     @property
     def uid(self) -> str:
@@ -78,16 +84,21 @@ class CalendarSession:
 def _event(s: CalendarSession, audience: Audience, stamp: datetime) -> Event:
     zone = ZoneInfo(s.timezone)
     start = s.starts_at.astimezone(zone)
+    # The patient's words in the patient's language; the staff feed is in English.
+    t = translator(s.language if audience == "patient" else DEFAULT_LANGUAGE)
     if audience == "patient":
-        summary = f"Laser session {s.session_number} at {s.clinic_name}"
+        summary = t("ics.summary", session=s.session_number, clinic=s.clinic_name)
     else:
         summary = f"Laser session {s.session_number}: {s.patient_id}"
-    lines = [f"Session {s.session_number} of your course." if audience == "patient" else ""]
+    lines = [t("ics.description", session=s.session_number) if audience == "patient" else ""]
     if s.arrive_by is not None:
-        arrive = s.arrive_by.astimezone(zone)
+        arrive = t.time(s.arrive_by, zone)
         minutes = int((s.starts_at - s.arrive_by).total_seconds() // 60)
-        early = f" ({minutes} minutes early)" if 0 < minutes <= 240 else ""
-        lines.append(f"Please arrive at {arrive:%H:%M}{early} for the numbing cream.")
+        lines.append(
+            t("ics.arrive_early", time=arrive, duration=t.minutes(minutes))
+            if 0 < minutes <= 240
+            else t("ics.arrive", time=arrive)
+        )
     status = "CANCELLED" if s.cancelled else "CONFIRMED" if s.status == "booked" else "TENTATIVE"
     if s.status in ("done", "no_show"):
         status = "CONFIRMED"
@@ -150,10 +161,12 @@ def build_calendar(
 _SESSIONS = """
 SELECT a.workflow_id, j.patient_id, a.course_number, a.session_number, a.starts_at, a.arrive_by,
        a.duration_minutes, a.status, a.version,
-       coalesce(c.timezone, 'UTC') AS timezone, coalesce(c.name, 'the clinic') AS clinic_name
+       coalesce(c.timezone, 'UTC') AS timezone, coalesce(c.name, 'the clinic') AS clinic_name,
+       coalesce(p.language, 'en') AS language
 FROM appointments a
 JOIN journeys j ON j.workflow_id = a.workflow_id
 LEFT JOIN clinics c ON c.clinic_id = j.clinic_id
+LEFT JOIN patients p ON p.patient_id = j.patient_id
 """
 
 
@@ -209,7 +222,13 @@ _COURSE_IN_KEY = re.compile(r"^c(\d{1,4}):")
 
 
 async def invitation(
-    pool: asyncpg.Pool, workflow_id: str, kind: str, params: Mapping[str, str], key: str
+    pool: asyncpg.Pool,
+    workflow_id: str,
+    kind: str,
+    params: Mapping[str, str],
+    key: str,
+    *,
+    language: str | None = None,
 ) -> tuple[str, Method, bytes] | None:
     """The ``.ics`` a patient notification carries: ``(filename, method, content)``, or
     ``None`` when the kind carries none or the appointment is not in the read model.
@@ -217,7 +236,8 @@ async def invitation(
     A booking or a move is a ``REQUEST`` of that session at its current state (the latest
     SEQUENCE; a session cancelled meanwhile is a ``CANCEL``); a withdrawal cancels every
     cancelled session of the course. The course comes from the notification key
-    (``c<course>:...``) or the journey row.
+    (``c<course>:...``) or the journey row. ``language`` (the message's) overrides the
+    patient's stored one, so the invitation speaks the language of the e-mail it rides on.
     """
     method = INVITATION_KINDS.get(kind)
     if method is None:
@@ -252,4 +272,6 @@ async def invitation(
         if not found:
             return None
         name = "cancelled-sessions.ics"
+    if language is not None:
+        found = [replace(s, language=language) for s in found]
     return name, method, build_calendar(found, method=method)

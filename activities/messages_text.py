@@ -1,8 +1,11 @@
 """The words of each notification: plain patient language, no clinical detail beyond what the
 patient needs to act (when to come, how early for the numbing cream, sun protection until when).
 
-Patient messages greet the patient by name (from the patients table). Staff alerts name only the
-patient id and what to do; the details are in the journey's timeline.
+Patient messages greet the patient by name (from the patients table) and are written in the
+patient's language: every word comes from the gettext catalogs in ``activities/locales`` (keys
+``msg.<kind>.subject``/``.body``; :mod:`activities.i18n`, docs/languages.md), dates and times in
+the clinic's zone formatted for the language's locale. Staff alerts name only the patient id and
+what to do, in English; the details are in the journey's timeline.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict
 
+from activities.i18n import Translator, translator
+
 
 class RenderedMessage(BaseModel):
     """Subject and body of one message."""
@@ -20,6 +25,8 @@ class RenderedMessage(BaseModel):
 
     subject: str
     body: str
+    # The language it is written in (a BCP 47 tag: the e-mail's Content-Language, html lang).
+    language: str = "en"
 
 
 _STAFF_ALERTS: dict[str, tuple[str, str]] = {
@@ -77,30 +84,41 @@ def _zone(params: dict[str, str], clinic_timezone: str | None) -> ZoneInfo:
     return ZoneInfo("UTC")
 
 
-def format_when(value: str, zone: ZoneInfo) -> str:
-    """``2026-03-03T09:00:00+00:00`` → ``Tuesday 3 March at 09:00`` in the clinic's zone."""
-    at = datetime.fromisoformat(value).astimezone(zone)
-    return f"{at:%A} {at.day} {at:%B} at {at:%H:%M}"
+def _at(value: str) -> datetime:
+    return datetime.fromisoformat(value)
 
 
-def _sunscreen(params: dict[str, str]) -> str:
+def _day(value: str) -> date:
+    return date.fromisoformat(value[:10])
+
+
+def format_when(value: str, zone: ZoneInfo, language: str | None = None) -> str:
+    """``2026-03-03T09:00:00+00:00`` → ``Tuesday 3 March at 09:00`` in the clinic's zone (in
+    the patient's language: ``Dienstag, 3. März um 09:00 Uhr``)."""
+    return translator(language).when(_at(value), zone)
+
+
+def format_day(value: str, language: str | None = None) -> str:
+    """``2026-05-01`` → ``Friday 1 May 2026`` (``Freitag, 1. Mai 2026``)."""
+    return translator(language).weekday_date(_day(value))
+
+
+def _sunscreen(t: Translator, params: dict[str, str]) -> str:
     """The sun protection the clinic's protocol names (``spf_factor`` from the journey)."""
     factor = params.get("spf_factor")
-    return f"SPF {factor} sunscreen" if factor else "your high-protection sunscreen"
+    return t("msg.sunscreen.factor", factor=factor) if factor else t("msg.sunscreen.generic")
 
 
-def format_day(value: str) -> str:
-    """``2026-05-01`` → ``Friday 1 May 2026``."""
-    d = date.fromisoformat(value[:10])
-    return f"{d:%A} {d.day} {d:%B %Y}"
-
-
-def _arrive_line(params: dict[str, str]) -> str:
+def _arrive_line(t: Translator, params: dict[str, str]) -> str:
     # Only a patient who chose numbing cream gets an arrive-by time from the workflow.
     minutes = params.get("arrive_early_minutes")
-    if not minutes:
+    if not minutes or not minutes.isdigit():
         return ""
-    return f" Please arrive {minutes} minutes early for the numbing cream."
+    return " " + t("msg.arrive_early", duration=t.minutes(minutes))
+
+
+def _channel_key(params: dict[str, str]) -> str:
+    return "body_sms" if params.get("channel") == "sms" else "body_email"
 
 
 def render(
@@ -112,8 +130,12 @@ def render(
     clinic_name: str | None = None,
     clinic_timezone: str | None = None,
     audience: str = "patient",
+    language: str | None = None,
 ) -> RenderedMessage:
     """The subject and body of a notification.
+
+    Patient messages are in the patient's language, every word from its catalog
+    (:mod:`activities.i18n`, ``activities/locales``); staff alerts are in English.
 
     Args:
         kind: The notification kind (``workflows.records.NotificationKind``).
@@ -123,92 +145,82 @@ def render(
         clinic_name: Signs patient messages.
         clinic_timezone: Used when the parameters carry no ``timezone``.
         audience: ``patient`` or ``staff``.
+        language: The patient's language (``patients.language``); English when unknown.
     """
     zone = _zone(params, clinic_timezone)
     if audience == "staff" or kind in ("staff_alert", "rescreen_due"):
         return _render_staff(kind, params, patient_id)
 
+    t = translator(language)
     session = params.get("session", "")
-    when = format_when(params["starts_at"], zone) if params.get("starts_at") else ""
-    subject: str
+    when = t.when(_at(params["starts_at"]), zone) if params.get("starts_at") else ""
+    subject = t(f"msg.{kind}.subject")
     text: str
     match kind:
-        case "booking_confirmation":
-            subject = "Your session is booked"
-            text = f"Your session {session} is booked for {when}.{_arrive_line(params)}"
-        case "session_reminder":
-            subject = "Reminder of your session"
-            text = f"Your session on {when}.{_arrive_line(params)}"
-        case "session_rebooked":
-            subject = "Your session has a new date"
-            text = f"Your session {session} has moved to {when}.{_arrive_line(params)}"
+        case "booking_confirmation" | "session_reminder" | "session_rebooked":
+            text = t(f"msg.{kind}.body", session=session, when=when) + _arrive_line(t, params)
         case "aftercare":
-            subject = "After your session"
             low, high = params.get("recovery_days_min"), params.get("recovery_days_max")
-            days = f" for {low} to {high} days" if low and high else " for a few days"
-            text = (
-                f"Thank you for coming in. Some redness and swelling{days} is normal. Please "
-                f"use {_sunscreen(params)} every day and contact us if you are worried."
+            recovery = (
+                t("msg.aftercare.recovery_range", low=low, high=t.days(high))
+                if low and high and high.isdigit()
+                else t("msg.aftercare.recovery_unknown")
             )
+            text = t("msg.aftercare.body", recovery=recovery, sunscreen=_sunscreen(t, params))
         case "recovery_checkin":
-            subject = "How is your skin?"
-            text = (
-                f"Please tell us how your skin feels after session {session}: reply to this "
-                "message or use your patient page."
-            )
+            text = t("msg.recovery_checkin.body", session=session)
         case "spf_reminder":
             until = params.get("spf_until")
-            tail = f" until {format_day(until)}" if until else ""
-            subject = "Keep using sunscreen"
-            text = f"Please keep using {_sunscreen(params)} every day{tail}."
+            sunscreen = _sunscreen(t, params)
+            text = (
+                t("msg.spf_reminder.body", sunscreen=sunscreen, until=t.weekday_date(_day(until)))
+                if until
+                else t("msg.spf_reminder.body_open", sunscreen=sunscreen)
+            )
         case "review_invite":
             on = params.get("review_on")
-            tail = f" from {format_day(on)}" if on else ""
-            subject = "Time for your review"
-            text = f"Your review appointment is due{tail}. Please contact us to book it."
+            text = (
+                t("msg.review_invite.body", on=t.weekday_date(_day(on)))
+                if on
+                else t("msg.review_invite.body_open")
+            )
         case "season_waiting":
             starts = params.get("starts_on")
-            tail = f" on {format_day(starts)}" if starts else " soon"
-            subject = "Your first session"
             text = (
-                f"Your first session is planned{tail}. We will confirm the booking closer to "
-                "the date."
+                t("msg.season_waiting.body", on=t.weekday_date(_day(starts)))
+                if starts
+                else t("msg.season_waiting.body_open")
             )
-        case "journey_paused":
-            subject = "Your treatment is on hold"
-            text = "Your treatment plan is on hold. We will contact you before your next session."
-        case "journey_withdrawn":
-            subject = "Your treatment plan is closed"
-            text = "Your treatment plan has been closed. Please contact us if this is unexpected."
+        case "journey_paused" | "journey_withdrawn":
+            text = t(f"msg.{kind}.body")
         # --- issue 18 items 2-3: answers to the patient's own replies (activities/replies.py) ---
-        case "contact_opt_out":
-            channel = "text messages" if params.get("channel") == "sms" else "e-mails"
-            subject = "You will receive no more messages"
-            text = (
-                f"You will receive no more {channel} from us, except essential safety "
-                "information about your treatment. Reply START to receive them again."
-            )
-        case "contact_opt_in":
-            channel = "text messages" if params.get("channel") == "sms" else "e-mails"
-            subject = "Messages are on again"
-            text = f"You will receive {channel} about your treatment again. Reply STOP to end them."
+        case "contact_opt_out" | "contact_opt_in":
+            text = t(f"msg.{kind}.{_channel_key(params)}")
         case "reply_reschedule_offer":
             offers = "".join(
-                f"\n- {format_when(params[k], zone)}"
+                f"\n- {t.when(_at(params[k]), zone)}"
                 for k in ("offer_1", "offer_2", "offer_3")
                 if params.get(k)
             )
-            subject = "Choose another date"
-            times = f" These times are free:{offers}\n\n" if offers else " "
+            intro = t("msg.reply_reschedule_offer.intro", session=session)
+            times = f" {t('msg.reply_reschedule_offer.offers')}{offers}\n\n" if offers else " "
             link = params.get("link")
-            choose = f"Choose one on your page: {link}" if link else "Please contact us to choose."
-            text = f"You asked to move session {session}.{times}{choose}"
+            choose = (
+                t("msg.reply_reschedule_offer.choose_link", link=link)
+                if link
+                else t("msg.reply_reschedule_offer.choose_contact")
+            )
+            text = f"{intro}{times}{choose}"
         case _:
-            subject = "An update about your treatment"
-            text = "There is an update to your treatment plan. Please contact us for details."
-    greeting = f"Dear {patient_name}," if patient_name else "Hello,"
+            subject = t("msg.update.subject")
+            text = t("msg.update.body")
+    greeting = (
+        t("msg.greeting.named", name=patient_name) if patient_name else t("msg.greeting.anonymous")
+    )
     signature = f"\n\n{clinic_name}" if clinic_name else ""
-    return RenderedMessage(subject=subject, body=f"{greeting}\n\n{text}{signature}\n")
+    return RenderedMessage(
+        subject=subject, body=f"{greeting}\n\n{text}{signature}\n", language=t.language
+    )
 
 
 def _render_staff(kind: str, params: dict[str, str], patient_id: str) -> RenderedMessage:

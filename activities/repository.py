@@ -18,6 +18,7 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from activities.i18n import DEFAULT_LANGUAGE, Language, normalise
 from workflows.protocol import ClinicProtocol
 
 DEFAULT_CLINIC_ID = "default"
@@ -56,6 +57,8 @@ class PatientCreate(BaseModel):
     phone: str | None = Field(default=None, max_length=32, pattern=r"^\+?[0-9 ()-]{5,32}$")
     preferred_channel: Literal["email", "sms"] = "email"
     clinic_id: str = Field(default=DEFAULT_CLINIC_ID, min_length=1, max_length=64)
+    # The patient's language (docs/languages.md); None: the clinic's default language.
+    language: Language | None = None
 
     @model_validator(mode="after")
     def _contact_for_channel(self) -> PatientCreate:
@@ -76,6 +79,7 @@ class PatientRow(_Row):
     preferred_channel: Literal["email", "sms"]
     clinic_id: str
     created_at: datetime
+    language: Language = DEFAULT_LANGUAGE
 
 
 class JourneyRow(_Row):
@@ -255,8 +259,9 @@ async def create_patient(pool: asyncpg.Pool, patient: PatientCreate) -> PatientR
             row = await pool.fetchrow(
                 """
                 INSERT INTO patients (patient_id, full_name, email, phone, preferred_channel,
-                                      clinic_id)
-                VALUES ($1, $2, $3, $4, $5, $6)
+                                      clinic_id, language)
+                VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, (
+                    SELECT default_language FROM clinics WHERE clinic_id = $6), 'en'))
                 RETURNING *
                 """,
                 new_patient_id(),
@@ -265,6 +270,7 @@ async def create_patient(pool: asyncpg.Pool, patient: PatientCreate) -> PatientR
                 patient.phone,
                 patient.preferred_channel,
                 patient.clinic_id,
+                patient.language,
             )
         except asyncpg.ForeignKeyViolationError:
             raise UnknownClinicError(f"unknown clinic {patient.clinic_id!r}") from None
@@ -279,6 +285,44 @@ async def get_patient(pool: asyncpg.Pool, patient_id: str) -> PatientRow | None:
     """The patient's record, or ``None``."""
     row = await pool.fetchrow("SELECT * FROM patients WHERE patient_id = $1", patient_id)
     return None if row is None else PatientRow.model_validate(dict(row))
+
+
+async def set_patient_language(
+    pool: asyncpg.Pool, patient_id: str, language: Language
+) -> PatientRow | None:
+    """Change the patient's language (messages not yet sent, the page and the calendar follow
+    at once); ``None`` if there is no such patient."""
+    row = await pool.fetchrow(
+        "UPDATE patients SET language = $2 WHERE patient_id = $1 RETURNING *", patient_id, language
+    )
+    return None if row is None else PatientRow.model_validate(dict(row))
+
+
+async def patient_language(pool: asyncpg.Pool | asyncpg.Connection, patient_id: str) -> Language:
+    """The patient's language (English for an unknown patient)."""
+    found = await pool.fetchval("SELECT language FROM patients WHERE patient_id = $1", patient_id)
+    return normalise(found)
+
+
+async def clinic_default_language(pool: asyncpg.Pool, clinic_id: str) -> Language | None:
+    """The language new patients of the clinic get; ``None`` if there is no such clinic."""
+    found = await pool.fetchval(
+        "SELECT default_language FROM clinics WHERE clinic_id = $1", clinic_id
+    )
+    return None if found is None else normalise(found)
+
+
+async def set_clinic_default_language(
+    pool: asyncpg.Pool, clinic_id: str, language: Language
+) -> bool:
+    """Set the language new patients of the clinic get (patients enrolled already keep theirs);
+    False if there is no such clinic."""
+    status = await pool.execute(
+        "UPDATE clinics SET default_language = $2, updated_at = now() WHERE clinic_id = $1",
+        clinic_id,
+        language,
+    )
+    return status.endswith(" 1")
 
 
 # ---------------------------------------------------------------- journeys (read model)

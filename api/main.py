@@ -40,6 +40,7 @@ from api.routes import (
     health,
     integrations,
     journeys,
+    languages,
     me,
     messaging,
     plans,
@@ -223,6 +224,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         integrations.router,
         booking.router,  # a clinic's own booking system (docs/booking-systems.md)
         messaging.router,  # the SMS provider's delivery statuses (docs/messaging.md)
+        languages.router,  # the patient's language, a clinic's default (docs/languages.md)
         me.router,
         plans.router,
         scheduling.router,  # resources, free times, preferences (docs/scheduling.md)

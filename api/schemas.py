@@ -13,6 +13,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from activities.i18n import Language
 from scheduling.preferences import SlotPreferences
 from workflows.bounds import (
     ClinicDate,
@@ -148,6 +149,33 @@ class PatientIn(_In):
     email: EmailText | None = None
     phone: str | None = Field(default=None, max_length=32, pattern=r"^\+?[0-9 ()-]{5,32}$")
     preferred_channel: Literal["email", "sms"] = "email"
+    language: Language | None = Field(
+        default=None,
+        description=(
+            "The language of the patient's messages, page and calendar invitations "
+            "(docs/languages.md); the clinic's default language when omitted."
+        ),
+    )
+
+
+class LanguageIn(_In):
+    """A patient's language (docs/languages.md)."""
+
+    language: Language
+
+
+class PatientLanguageOut(_Out):
+    """The patient's language now."""
+
+    patient_id: str
+    language: Language
+
+
+class ClinicLanguageOut(_Out):
+    """The language a clinic's new patients get when enrolment names none."""
+
+    clinic_id: str
+    default_language: Language
 
 
 class TripIn(DateRange):
@@ -311,6 +339,7 @@ class PatientPublic(_Out):
     phone: str | None
     preferred_channel: str
     clinic_id: str
+    language: str = "en"
 
 
 class SessionOut(_Out):

@@ -1196,8 +1196,9 @@ async def _insert_patient(pool: asyncpg.Pool, patient_id: str, patient: PatientC
         await pool.execute(
             """
             INSERT INTO patients (patient_id, full_name, email, phone, preferred_channel,
-                                  clinic_id)
-            VALUES ($1, $2, $3, $4, $5, $6)
+                                  clinic_id, language)
+            VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, (
+                SELECT default_language FROM clinics WHERE clinic_id = $6), 'en'))
             ON CONFLICT (patient_id) DO NOTHING
             """,
             patient_id,
@@ -1206,6 +1207,7 @@ async def _insert_patient(pool: asyncpg.Pool, patient_id: str, patient: PatientC
             patient.phone,
             patient.preferred_channel,
             patient.clinic_id,
+            patient.language,
         )
     except asyncpg.ForeignKeyViolationError:
         raise InvalidRequest(

@@ -235,6 +235,10 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], Rule]] = {
     ("POST", "/api/journeys/{patient_id}/pre-session-check"): "journey.pre_session_check",
     ("POST", "/api/journeys/{patient_id}/reschedule"): "journey.reschedule",
     ("POST", "/api/journeys/{patient_id}/anomalies/{anomaly_id}/resolve"): "anomaly.resolve",
+    # The patient's language (docs/languages.md): whoever enrols may correct it.
+    ("PUT", "/api/journeys/{patient_id}/language"): "journey.enrol",
+    ("GET", "/api/admin/clinics/{clinic_id}/default-language"): "journey.view",
+    ("PUT", "/api/admin/clinics/{clinic_id}/default-language"): "clinics.manage",
     ("POST", "/api/plans/preview"): "journey.enrol",
     ("GET", "/api/journeys/{patient_id}/sessions/{session}.ics"): "journey.view",
     ("POST", "/api/journeys/{patient_id}/calendar-feeds"): "journey.enrol",

@@ -3,21 +3,22 @@
 The token (``Authorization: Bearer <token>`` or ``?token=``) names one patient; every route
 acts on that patient's journey only. Facts the patient reports carry a natural idempotency key
 (one SPF attestation per day, one check-in per session and day), so a double tap counts once;
-an ``Idempotency-Key`` header overrides it.
+an ``Idempotency-Key`` header overrides it. Every answer's words are in the patient's language
+(``patients.language``; docs/languages.md).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Final
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Header, status
 
+from activities.i18n import Translator, translator
 from api import schemas
 from api.deps import PatientDep, ServiceDep
-from workflows.messages import JourneyStatus
-from workflows.reasons import format_date, format_weekday_date
+from api.service import JourneyService
+from workflows.messages import JourneyStatus, SessionStatus
 
 router = APIRouter(prefix="/api/me", tags=["patients"])
 
@@ -42,37 +43,57 @@ IdempotencyKeyHeader = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
 ]
 
-HEADLINES: dict[str, str] = {
-    "screening": "We are checking that the treatment is right for you.",
-    "deferred": "Your treatment is on hold for now; the clinic will check again.",
-    "excluded": "This treatment is not suitable for you; the clinic will explain why.",
-    "awaiting_season": "Your course starts when the season allows it.",
-    "scheduled": "Your next session is booked.",
-    "session_due": "Your session is today.",
-    "recovery": "Your skin is recovering from your last session.",
-    "spf_window": "Your sessions are done; protect your skin with SPF 50 every day.",
-    "awaiting_review": "Your review with the clinic is due.",
-    "completed": "Your course is complete.",
-    "paused": "Your journey is paused; the clinic will contact you.",
-    "withdrawn": "Your journey has ended.",
-}
-SESSION_WORDS: dict[str, str] = {
-    "planned": "planned",
-    "booked": "booked",
-    "done": "done",
-    "no_show": "missed (we will book a new date)",
-    "deferred": "postponed",
-    "cancelled": "cancelled",
-}
+STAGES_WITH_HEADLINE: Final = frozenset(
+    {
+        "screening",
+        "deferred",
+        "excluded",
+        "awaiting_season",
+        "scheduled",
+        "session_due",
+        "recovery",
+        "spf_window",
+        "awaiting_review",
+        "completed",
+        "paused",
+        "withdrawn",
+    }
+)
 
 
-def plain_plan(st: JourneyStatus) -> schemas.MyJourney:
-    """The patient's plan in plain words (no staff notes, no clinician tasks), with times in
-    the clinic's zone."""
+def headline(t: Translator, stage: str, spf_factor: int | str) -> str:
+    """The stage in one plain sentence, in the patient's language (``page.headline.*``)."""
+    if stage not in STAGES_WITH_HEADLINE:
+        return stage.replace("_", " ")
+    return t(f"page.headline.{stage}", factor=spf_factor)
+
+
+def session_state(t: Translator, state: str) -> str:
+    """A session's state in words (``state.*``)."""
+    key = f"state.{state}"
+    return t(key) if t.has(key) else state
+
+
+def plain_plan(
+    st: JourneyStatus, language: str | None = None, *, spf_factor: int | str = 50
+) -> schemas.MyJourney:
+    """The patient's plan in plain words in the patient's language (no staff notes, no
+    clinician tasks), with dates for the language's locale and times in the clinic's zone.
+
+    Args:
+        st: The journey's status.
+        language: The patient's language (``patients.language``); English when unknown.
+        spf_factor: The clinic protocol's sun-protection factor.
+    """
+    t = translator(language)
     zone = ZoneInfo(st.timezone)
 
-    def hhmm(at: datetime) -> str:
-        return at.astimezone(zone).strftime("%H:%M")
+    def session_text(s: SessionStatus) -> str:
+        when = t.when_with_year(s.starts_at, zone) if s.starts_at else t.weekday_date(s.planned_on)
+        words = {"number": s.number, "when": when, "state": session_state(t, s.state)}
+        if s.arrive_by and s.state in ("planned", "booked"):
+            return t("plan.session_arrive", **words, arrive=t.time(s.arrive_by, zone))
+        return t("plan.session", **words)
 
     sessions = [
         schemas.MySession(
@@ -81,15 +102,7 @@ def plain_plan(st: JourneyStatus) -> schemas.MyJourney:
             starts_at=s.starts_at,
             arrive_by=s.arrive_by,
             state=s.state,
-            text=f"Session {s.number}: {format_weekday_date(s.planned_on)}"
-            + (f" at {hhmm(s.starts_at)}" if s.starts_at else "")
-            + f", {SESSION_WORDS.get(s.state, s.state)}"
-            + (
-                f"; please arrive by {hhmm(s.arrive_by)} for the numbing cream"
-                if s.arrive_by and s.state in ("planned", "booked")
-                else ""
-            )
-            + ".",
+            text=session_text(s),
         )
         for s in st.sessions
     ]
@@ -97,13 +110,13 @@ def plain_plan(st: JourneyStatus) -> schemas.MyJourney:
     if st.waiting_reason:
         lines.append(st.waiting_reason)
     if st.spf_until:
-        lines.append(f"Use SPF 50 every day until {format_date(st.spf_until)}.")
+        lines.append(t("plan.spf_until", factor=spf_factor, date=t.long_date(st.spf_until)))
     if st.review_on:
-        lines.append(f"Your review is planned for {format_date(st.review_on)}.")
+        lines.append(t("plan.review_on", date=t.long_date(st.review_on)))
     return schemas.MyJourney(
         patient_id=st.patient_id,
         stage=st.stage,
-        headline=HEADLINES.get(st.stage, st.stage.replace("_", " ")),
+        headline=headline(t, st.stage, spf_factor),
         next_step=st.next_action,
         sessions=sessions,
         spf_until=st.spf_until,
@@ -112,10 +125,17 @@ def plain_plan(st: JourneyStatus) -> schemas.MyJourney:
     )
 
 
+async def _language(service: JourneyService, patient_id: str) -> str | None:
+    patient = await service.patient(patient_id)
+    return patient.language if patient is not None else None
+
+
 @router.get("/journey", response_model=schemas.MyJourney, responses=ERRORS)
 async def my_journey(patient_id: PatientDep, service: ServiceDep) -> schemas.MyJourney:
-    """My plan in plain words."""
-    return plain_plan(await service.status(patient_id))
+    """My plan in plain words, in my language."""
+    st = await service.status(patient_id)
+    cp = await service.clinic(st.clinic_id)
+    return plain_plan(st, await _language(service, patient_id), spf_factor=cp.protocol.spf_factor)
 
 
 @router.post("/reschedule", response_model=schemas.RescheduleOut, responses=ERRORS)
@@ -155,10 +175,11 @@ async def my_spf_attestation(
     when it cannot apply it now (kept for the clinic's staff, with the reasons).
     """
     result = await service.spf_attested(patient_id, body.on, idempotency_key=idempotency_key)
+    t = translator(await _language(service, patient_id))
     return schemas.Accepted(
         outcome=result.outcome,
         duplicate=result.outcome == "duplicate",
-        message=f"Thank you: sun protection on {format_date(body.on)} noted.",
+        message=t("me.spf_noted", date=t.long_date(body.on)),
     )
 
 
@@ -188,10 +209,7 @@ async def my_reaction(
         idempotency_key=idempotency_key,
     )
     answer = {"outcome": result.outcome, "duplicate": result.outcome == "duplicate"}
+    t = translator(await _language(service, patient_id))
     if body.severity is not None:
-        return schemas.Accepted(
-            **answer,
-            message="Thank you. The clinic has been alerted and will contact you; "
-            "if it is urgent, call the clinic or emergency services.",
-        )
-    return schemas.Accepted(**answer, message="Thank you: your check-in is recorded.")
+        return schemas.Accepted(**answer, message=t("me.reaction_alerted"))
+    return schemas.Accepted(**answer, message=t("me.reaction_recorded"))
