@@ -229,6 +229,16 @@ async def test_free_times_for_staff_and_patient(stack: Stack) -> None:  # noqa: 
 
     await eventually(moved, timeout=30)
 
+    # Staff see the free times on the journey page, next to the reschedule form.
+    login = await s.http.get("/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', login.text)
+    assert csrf is not None
+    r = await s.http.post("/login", data={"csrf_token": csrf.group(1), "token": s.admin})
+    assert r.status_code in (200, 303), r.text
+    page = await s.http.get(f"/journeys/{pid}")
+    assert page.status_code == 200, page.text
+    assert 'id="free-times"' in page.text and "Free times for session 1" in page.text
+
     # Through the API too: another offered time, exactly.
     r = await s.http.get(
         "/api/me/sessions/1/free-times", headers={"Authorization": f"Bearer {token}"}

@@ -878,10 +878,19 @@ async def _journey_page(
         else []
     )
     current = views.current_session(status) if status else None
+    # Built-in scheduling: the free times of the next session to move (docs/scheduling.md).
+    free_for = movable[0].number if movable and status is not None else None
+    free_times = (
+        await _free_times(request, status, free_for, tz)
+        if free_for is not None and status is not None
+        else []
+    )
     return _render(
         request,
         "journey.html",
         {
+            "free_for": free_for,
+            "free_times": free_times,
             "staff": staff,
             "page": "journeys",
             "row": row,
