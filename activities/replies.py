@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from email.utils import parseaddr
 from typing import Any, Literal
 
 import asyncpg
@@ -174,7 +175,10 @@ async def store_reply(
     A repeat of a message id returns the stored reply (``new=False``) and changes nothing.
     """
     kind = classify(body, channel)
-    address = normalise_phone(sender) if channel == "sms" else sender.strip()
+    # "Ada Lovelace <ada@example.com>" → the address.
+    address = (
+        normalise_phone(sender) if channel == "sms" else parseaddr(sender)[1] or sender.strip()
+    )
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", provider_message_id)
         row: Any = await conn.fetchrow(

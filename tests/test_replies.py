@@ -31,7 +31,7 @@ from api.tokens import patient_link
 from scheduling.store import sync_clinic
 from tests.fixtures_temporal import new_worker
 from tests.messaging_fakes import FakeSmsProvider, LocalSmtpServer, free_port, serve_asgi
-from tests.test_api import SECRETS, eventually, make_settings
+from tests.test_api import eventually, make_settings
 from tests.test_journey_slots import scheduling
 from tests.test_messaging import PHONE, SENDER, STAFF, smtp  # noqa: F401
 from worker.notifications import build_channel
@@ -101,7 +101,7 @@ async def replies(
         temporal_address=dev_env.client.service_client.config.target_host,
         temporal_task_queue=task_queue,
         journey_public_url=f"http://127.0.0.1:{port}",
-        journey_integration_secrets={**SECRETS, "mail-relay": MAIL_SECRET},
+        mail_relay_secret=MAIL_SECRET,
         notification_channel="smtp",
         smtp_host="127.0.0.1",
         smtp_port=smtp.port,
@@ -213,7 +213,11 @@ async def test_replies_confirm_reschedule_and_other_by_sms_and_email(replies: Re
     assert "sister" not in str(alerts[0].get_body(("plain",)))
 
     # E-mail replies come from the mail relay, signed; the quoted message is not read.
-    answer = await r.email("Oui\n\n> Your session is booked. Reply STOP", "<reply-1@mail.example>")
+    answer = await r.email(
+        "Oui\n\n> Your session is booked. Reply STOP",
+        "<reply-1@mail.example>",
+        sender='"Ada L." <ADA@example.com>',
+    )
     assert answer.status_code == 200, answer.text
     assert answer.json()["result"] == "applied" and answer.json()["kind"] == "confirm"
     repeat = await r.email("Oui", "<reply-1@mail.example>")

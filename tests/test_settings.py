@@ -56,6 +56,7 @@ SECRETS = {
     "temporal_api_key": "tmprl-api-key-do-not-print",
     "smtp_password": "smtp-password-do-not-print",
     "sms_auth_token": "sms-token-do-not-print",
+    "mail_relay_secret": "mail-relay-secret-do-not-print",
     "journey_patient_link_secret": "link-secret-do-not-print",
     "journey_codec_keys": f"k1:{generate_key()}",
     "journey_integration_secrets": {"emr": "hmac-secret-do-not-print"},

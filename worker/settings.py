@@ -137,6 +137,11 @@ class Settings(BaseSettings):
         default=None,
         description="The sending number (+15550001111) or a messaging service (MG...).",
     )
+    mail_relay_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs the mail relay's inbound e-mail replies (Standard Webhooks; several "
+        "space-separated secrets rotate). Unset: e-mail replies are refused (docs/messaging.md).",
+    )
 
     metrics_prometheus_bind: str | None = None
     log_level: str = "INFO"

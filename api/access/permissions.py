@@ -206,7 +206,7 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], Rule]] = {
     ("POST", "/api/messaging/sms-status"): Public("the SMS provider's signature (auth token)"),
     ("POST", "/api/messaging/sms-reply"): Public("the SMS provider's signature (auth token)"),
     ("POST", "/api/messaging/email-reply"): Public(
-        "the mail relay's signature (Standard Webhooks, secret mail-relay)"
+        "the mail relay's signature (Standard Webhooks, MAIL_RELAY_SECRET)"
     ),
     ("POST", "/api/booking/{clinic_id}/events"): Public(
         "the clinic's booking system's signature (Standard Webhooks)"

@@ -4,8 +4,7 @@ docs/messaging.md).
 Replies: ``POST /api/messaging/sms-reply`` (the provider's inbound-message webhook, form fields
 ``MessageSid``, ``From``, ``Body``, signed like the status callback over
 ``{JOURNEY_PUBLIC_URL}/api/messaging/sms-reply``) and ``POST /api/messaging/email-reply`` (the
-mail relay's JSON, Standard Webhooks signed with the ``mail-relay`` secret of
-``JOURNEY_INTEGRATION_SECRETS``). Both keep the reply in PostgreSQL, apply STOP/START at once
+mail relay's JSON, Standard Webhooks signed with ``MAIL_RELAY_SECRET``). Both keep the reply in PostgreSQL, apply STOP/START at once
 and report the reply to the journey (``report_reply``: id, kind and session only).
 
 ``POST /api/messaging/sms-status`` takes what a Twilio-compatible provider posts to a message's
@@ -146,7 +145,7 @@ async def sms_status(
 
 SMS_REPLY_PATH = "/api/messaging/sms-reply"
 MAIL_RELAY = "mail-relay"
-"""The name of the mail relay in ``JOURNEY_INTEGRATION_SECRETS`` (its Standard Webhooks secret)."""
+"""The sender name the mail relay's signature is checked under (its secret: MAIL_RELAY_SECRET)."""
 MAX_REPLY_BYTES = 64 * 1024
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
@@ -333,13 +332,11 @@ async def sms_reply(request: Request, service: ServiceDep, settings: SettingsDep
 )
 async def email_reply(request: Request, service: ServiceDep, settings: SettingsDep) -> ReplyOut:
     """An e-mail a patient sent in answer to a message, posted by the mail relay as JSON signed
-    with the Standard Webhooks scheme under the integration name ``mail-relay``."""
+    with the Standard Webhooks scheme and ``MAIL_RELAY_SECRET``."""
     raw = await request.body()
-    relay = {
-        name: secret
-        for name, secret in settings.journey_integration_secrets.items()
-        if name == MAIL_RELAY
-    }
+    # Its own secret, not an integration's: a mail relay may not report sessions.
+    secret = settings.mail_relay_secret
+    relay = {MAIL_RELAY: secret} if secret is not None else {}
     try:
         verify_inbound(
             relay,
