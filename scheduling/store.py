@@ -54,6 +54,7 @@ __all__ = [
     "get_preferences",
     "get_rules",
     "get_scheduling",
+    "has_resources",
     "list_closures",
     "list_resources",
     "release",
@@ -149,6 +150,15 @@ async def list_closures(
         ending_from,
     )
     return [Closure.model_validate(dict(r)) for r in rows]
+
+
+async def has_resources(conn: Executor, clinic_id: str) -> bool:
+    """True when the clinic has an active resource on file (built-in scheduling applies)."""
+    found = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM scheduling_resources WHERE clinic_id = $1 AND active)",
+        clinic_id,
+    )
+    return bool(found)
 
 
 async def capacity(conn: Executor, clinic_id: str, timezone: str | None = None) -> Capacity:
@@ -313,6 +323,8 @@ async def reserve(pool: asyncpg.Pool, request: SlotRequest) -> SlotResult:
             over (retryable).
     """
     async with pool.acquire() as conn:
+        if not await has_resources(conn, request.clinic_id):
+            return default_slot(request)  # one query for a clinic without resources
         cap = await capacity(conn, request.clinic_id, request.timezone)
         if not cap.known:
             return default_slot(request)

@@ -261,6 +261,9 @@ async def free_times_for(
         trips=st.trips,
         conservative="conservative_settings" in st.flags,
     )
+    known = await service.db(slots.has_resources(service.pool, st.clinic_id))
+    if not known or not days:
+        return FreeTimesOut(session=session, capacity_known=known, allowed_days=days, free_times=[])
     prefs = await service.db(slots.get_preferences(service.pool, patient_id))
     times = await service.db(
         slots.free_times(
@@ -281,7 +284,6 @@ async def free_times_for(
             ),
         )
     )
-    known = (await service.db(slots.capacity(service.pool, st.clinic_id))).known
     return FreeTimesOut(session=session, capacity_known=known, allowed_days=days, free_times=times)
 
 
