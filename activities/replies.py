@@ -253,12 +253,12 @@ def _stored(row: Any, *, new: bool) -> StoredReply:
 
 
 async def record_outcome(pool: asyncpg.Pool, reply_id: int, outcome: str, detail: str) -> None:
-    """What the journey made of the reply (``applied``, ``duplicate``, ``staff_task``,
-    ``journey_closed``...)."""
+    """What the journey made of the reply (``applied``, ``staff_task``, ``journey_closed``);
+    the first recorded outcome stands (a racing retry does not overwrite it)."""
     await pool.execute(
         """
         UPDATE patient_replies SET outcome = $2, outcome_detail = $3, handled_at = now()
-        WHERE id = $1
+        WHERE id = $1 AND outcome IS NULL
         """,
         reply_id,
         outcome,

@@ -24,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities import repository
 from activities.channels import RoutingChannel, SmtpChannel
 from activities.dispatcher import OutboxDispatcher
+from activities.replies import store_reply
 from activities.store import build_activities
 from api.inbound import sign_standard
 from api.main import create_app
@@ -299,3 +300,21 @@ async def test_a_reschedule_reply_offers_the_clinics_free_times(replies: Replies
     await r.send_all()
     [offer] = [m for m in r.provider.sent if "Choose one on your page" in m.body]
     assert offer.body.count("\n- ") == 3
+
+
+async def test_a_reply_kept_while_the_journey_was_unreachable_is_reported_on_retry(
+    replies: Replies,
+) -> None:
+    """The first delivery kept the reply but could not reach the journey (Temporal down: 503):
+    the provider's retry of the same message reports it, once."""
+    r = replies
+    patient_id = await booked_patient(r)
+    kept = await store_reply(
+        r.pool, provider_message_id="SMlost", channel="sms", sender=PHONE, body="Ja"
+    )
+    assert kept.new and kept.outcome is None
+    retry = await r.sms("Ja", sid="SMlost")
+    assert retry.headers["X-Reply-Result"] == "applied"
+    assert (await r.status(patient_id))["sessions"][0]["confirmed_at"] is not None
+    assert (await r.sms("Ja", sid="SMlost")).headers["X-Reply-Result"] == "duplicate"
+    assert await r.pool.fetchval("SELECT count(*) FROM patient_replies") == 1

@@ -221,16 +221,18 @@ async def handle_reply(
     except JourneyNotFound:
         await service.db(record_outcome(service.pool, stored.id, "journey_closed", "no journey"))
         return ReplyOut(result="journey_closed", kind=stored.kind, reply_id=stored.id)
-    result: ReplyResult
-    if answer.outcome == "duplicate":
-        result = "duplicate"
-    elif stored.kind == "other" or answer.reasons:
-        result = "staff_task"
-    else:
-        result = "applied"
+    result: ReplyResult = "staff_task" if stored.kind == "other" or answer.reasons else "applied"
     detail = "; ".join(r.message for r in answer.reasons)
+    if answer.outcome == "duplicate":
+        # The journey took this reply before (an attempt whose answer was lost, or a retry
+        # racing the first): the first recorded outcome stands.
+        detail = "reported again: the journey had it already"
     await service.db(record_outcome(service.pool, stored.id, result, detail))
-    return ReplyOut(result=result, kind=stored.kind, reply_id=stored.id)
+    return ReplyOut(
+        result="duplicate" if answer.outcome == "duplicate" else result,
+        kind=stored.kind,
+        reply_id=stored.id,
+    )
 
 
 @router.post(
