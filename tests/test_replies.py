@@ -82,6 +82,13 @@ class Replies:
         assert r.status_code == 200, r.text
         return dict(r.json())
 
+    async def login(self) -> None:
+        """Sign in to the staff pages (the session cookie stays on ``http``)."""
+        form = await self.http.get("/login")
+        match = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert match is not None
+        await self.http.post("/login", data={"csrf_token": match.group(1), "token": self.admin})
+
     async def send_all(self) -> None:
         while await self.dispatcher.run_once():
             pass
@@ -253,15 +260,13 @@ async def test_stop_by_sms_reaches_the_journey_and_the_dashboard(replies: Replie
 
     # Staff see the journey's messages with their delivery status and the replies ...
     await r.provider.report(r.provider.sent[0].sid, "delivered")
-    form = await r.http.get("/login")
-    match = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
-    assert match is not None
-    await r.http.post("/login", data={"csrf_token": match.group(1), "token": r.admin})
+    await r.login()
     page = await r.http.get(f"/journeys/{patient_id}")
     assert page.status_code == 200, page.text
     html = page.text
     assert "Messages" in html and "booking_confirmation" in html and "delivered" in html
     assert "Replies" in html and "STOP" in html and "contact_opt_out" in html
+    assert "confirmed by the patient" not in html
 
     # ... and, per clinic, the failed deliveries and the opt-outs, linked from the overview.
     overview = await r.http.get("/")
@@ -317,4 +322,7 @@ async def test_a_reply_kept_while_the_journey_was_unreachable_is_reported_on_ret
     assert retry.headers["X-Reply-Result"] == "applied"
     assert (await r.status(patient_id))["sessions"][0]["confirmed_at"] is not None
     assert (await r.sms("Ja", sid="SMlost")).headers["X-Reply-Result"] == "duplicate"
+    await r.login()
+    page = await r.http.get(f"/journeys/{patient_id}")
+    assert "confirmed by the patient" in page.text
     assert await r.pool.fetchval("SELECT count(*) FROM patient_replies") == 1
