@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from cli import booking, journeys, plan, processes, scheduling
+from cli import booking, journeys, plan, processes, scheduling, simulate
 from cli.codes import ERROR, EXIT_CODES_HELP, INTERRUPTED
 
 app = typer.Typer(
@@ -62,6 +62,7 @@ processes.register(app)
 journeys.register(app)
 booking.register(app)
 scheduling.register(app)
+simulate.register(app)
 
 
 def main() -> None:

@@ -4,18 +4,31 @@ PostgreSQL and worker."""
 
 from __future__ import annotations
 
+import io
 import json
+import uuid
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
+from rich.console import Console
+from temporalio.testing import WorkflowEnvironment
 
 from activities.repository import upsert_clinic
+from activities.store import build_activities
+from scheduling.resources import scheduling_from_file
+from tests.fixtures_temporal import new_worker
+from worker.settings import PROJECT_ROOT, Settings
 from worker.simulation.arrivals import generate_arrivals
 from worker.simulation.audit import AUDIT_RULES, run_audit
 from worker.simulation.noise import NoiseRates, SeededNoise
+from worker.simulation.runner import SimulationConfig, _with_devices, run_simulation
+from worker.simulation.stack import SimStack
 from workflows.protocol import clinic_protocol_from_dict
+
+EXAMPLE_CLINIC = PROJECT_ROOT / "examples" / "clinic.toml"
 
 PARIS = ZoneInfo("Europe/Paris")
 AUDIT_CLINIC = "audit"
@@ -226,3 +239,66 @@ def test_noise_is_seeded_reproducible_and_near_its_rates() -> None:
     with pytest.raises(ValueError):
         NoiseRates(no_show=1.5)
     assert datetime.now(UTC)  # (no clock is used by the generators)
+
+
+def test_devices_override_the_clinic_files_lasers() -> None:
+    section = scheduling_from_file(EXAMPLE_CLINIC)
+    assert section is not None
+
+    def active(n: int | None) -> list[str]:
+        out = _with_devices(section, n)
+        assert out is not None
+        return [r.resource_id for r in out.resources if r.kind == "device" and r.active]
+
+    assert active(None) == ["laser-1", "laser-2"]
+    assert active(1) == ["laser-1"]  # laser-2 kept (its closure refers to it), inactive
+    assert active(3) == ["laser-1", "laser-2", "laser-3"]
+    bare = _with_devices(None, 2)
+    assert bare is not None
+    assert sorted(r.resource_id for r in bare.resources) == ["laser-1", "laser-2", "prac-1"]
+
+
+async def test_a_small_season_end_to_end(
+    dev_env: WorkflowEnvironment, pg_pool: asyncpg.Pool, pg_dsn: str, tmp_path: Path
+) -> None:
+    """20 patients over two simulated months (about 35 s) on the dev server, PostgreSQL and
+    the real worker with its activities: every journey enrolled, sessions booked into slots and
+    completed, the audit all 0, the report and its charts written."""
+    task_queue = f"tq-{uuid.uuid4()}"
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        journey_env="test",
+        temporal_address=dev_env.client.service_client.config.target_host,
+        temporal_task_queue=task_queue,
+        database_url=pg_dsn,
+    )
+    stack = SimStack(dev_env.client, pg_pool, settings, own=False)
+    config = SimulationConfig(
+        patients=20,
+        start=date(2027, 9, 1),
+        months=2,
+        seed=11,
+        time_scale=150_000,
+        clinic_file=EXAMPLE_CLINIC,
+        out=tmp_path / "report",
+        # More noise than the defaults, so a short season meets some of it.
+        rates=NoiseRates(no_show=0.1, reschedule=0.15, prolonged_reaction=0.05, withdrawal=0.05),
+        clinic_prefix="t-",
+    )
+    async with new_worker(dev_env.client, build_activities(pg_pool), task_queue=task_queue):
+        result = await run_simulation(stack, config, Console(file=io.StringIO()), live=False)
+    assert result.data.run["patients_enrolled"] == 20
+    assert result.data.run["enrolment_errors"] == 0
+    assert result.audit.counts == {r.name: 0 for r in AUDIT_RULES}
+    assert result.data.figures["sessions_completed"] > 0
+    assert result.data.devices == ["laser-1", "laser-2"]
+    reserved = await pg_pool.fetchval(
+        "SELECT count(*) FROM slot_reservations WHERE clinic_id = 't-paris-01'"
+    )
+    assert reserved > 0
+    assert sum(w.device_reserved for w in result.data.weeks) > 0
+    report = result.paths["report"].read_text()
+    assert "**Audit: all 0.**" in report
+    assert "![Laser hours per week](utilisation.svg)" in report
+    assert result.paths["utilisation"].read_text().startswith("<svg")
+    assert json.loads(result.paths["summary"].read_text())["audit"]["double_booked"] == 0

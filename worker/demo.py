@@ -299,6 +299,8 @@ class DemoIntegration:
             if key in self.sent:
                 return 0
             self.sent.add(key)
+            if not self.attends(row, due["number"], starts_at):
+                return 0  # a no-show: nothing is reported, the journey notices
             return await self._report(
                 handle.execute_update(
                     PatientJourney.report_session_completed,
@@ -323,7 +325,7 @@ class DemoIntegration:
             if key in self.sent:
                 return 0
             self.sent.add(key)
-            reaction = self.checkin_reaction or ("none" if first_name == "Ben" else "expected")
+            reaction = self.reaction_for(row, session["number"])
             return await self._report(
                 handle.execute_update(
                     PatientJourney.report_recovery_checkin,
@@ -366,6 +368,16 @@ class DemoIntegration:
                 f"{first_name}: 3-month review recorded, journey complete",
             )
         return 0
+
+    def attends(self, row: asyncpg.Record, session_number: int, starts_at: datetime) -> bool:
+        """Whether the patient comes to this booking (the demo's always do; the season
+        simulation's miss some, ``worker.simulation.integration``)."""
+        return True
+
+    def reaction_for(self, row: asyncpg.Record, session_number: int) -> str:
+        """The reaction the check-in after ``session_number`` reports."""
+        first_name = str(row["full_name"]).split()[0]
+        return self.checkin_reaction or ("none" if first_name == "Ben" else "expected")
 
     async def _report(self, call: Awaitable[FactResult], message: str) -> int:
         """Send a fact through its ``report_*`` update and say what became of it."""

@@ -22,7 +22,7 @@ Rates (defaults in :class:`NoiseRates`), per booked session unless said otherwis
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["NoiseRates", "SeededNoise"]
 
@@ -52,7 +52,7 @@ class SeededNoise:
     """The decisions of one run (``seed``) at ``rates``."""
 
     seed: int
-    rates: NoiseRates = NoiseRates()
+    rates: NoiseRates = field(default_factory=NoiseRates)
 
     def _rng(self, *key: object) -> random.Random:
         return random.Random(":".join(str(k) for k in (self.seed, *key)))
