@@ -12,7 +12,8 @@ sends it:
 * **Quiet hours?** A message due inside the clinic's quiet hours (default 20:00–08:00 in the
   clinic's zone) waits: its ``next_attempt_at`` moves to the window's end. Staff alerts are
   never held, and neither are the direct answers to a patient's own message
-  (:data:`ANSWER_KINDS`).
+  (:data:`ANSWER_KINDS`), nor anything of a sandbox clinic (its journeys run on a simulation
+  clock: the demo and the training sandbox).
 
 Pure functions here; the SQL is in the dispatcher and in :mod:`activities.replies`.
 """

@@ -90,6 +90,7 @@ _RECIPIENTS = """
 SELECT p.patient_id, p.full_name, p.email, p.phone, p.language, c.name AS clinic_name,
        c.timezone,
        c.quiet_hours_start, c.quiet_hours_end, c.essential_kinds,
+       coalesce((c.protocol -> 'clinic' ->> 'sandbox')::boolean, false) AS sandbox,
        ARRAY(SELECT o.channel FROM contact_optouts o
              WHERE o.patient_id = p.patient_id AND o.opted_out_at IS NOT NULL) AS opted_out
 FROM patients p LEFT JOIN clinics c ON c.clinic_id = p.clinic_id
@@ -300,7 +301,9 @@ class OutboxDispatcher:
             )
             self._count("opted_out" if done else "lease_lost", row)
             return True
-        if row.kind in ANSWER_KINDS:
+        if row.kind in ANSWER_KINDS or recipient["sandbox"]:
+            # A sandbox clinic's journeys run on a simulation clock: wall-clock quiet hours
+            # would only stall the demo and the training sandbox.
             return False
         until = quiet_until(
             self._clock(),

@@ -143,6 +143,15 @@ async def test_a_message_due_in_quiet_hours_waits_until_8_in_the_clinics_zone(
     assert [m["To"] for m in c.smtp.received] == [STAFF, "ada@example.com"]
     assert ("c1:booked", "email", "sent", "sent") in await rows(c.pool)
 
+    # A sandbox clinic (simulation clock: the demo, training) is never held.
+    await c.pool.execute(
+        "UPDATE clinics SET protocol = jsonb_set(protocol, '{clinic,sandbox}', 'true')"
+    )
+    await add(c.pool, wf, "c1:reminder", "session_reminder", "email")
+    c.clock[0] = datetime(2026, 3, 3, 22, 0, tzinfo=UTC)
+    assert await dispatcher.run_once() == 1
+    assert dispatcher.counts == {"held": 2, "sent": 3}
+
 
 async def test_stop_opts_out_at_once_with_a_confirmation_and_start_opts_back_in(
     contact: Contact,
