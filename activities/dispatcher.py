@@ -283,7 +283,8 @@ class OutboxDispatcher:
                 channel=row.channel,
                 params=row.params,
                 opted_out=opted_out,
-                essential=essential_kinds(recipient["essential_kinds"]),
+                # An answer the patient just asked for goes where they can read it.
+                essential=essential_kinds(recipient["essential_kinds"]) | ANSWER_KINDS,
                 email=recipient["email"],
                 phone=recipient["phone"],
             )
