@@ -39,7 +39,9 @@ from itsdangerous import BadSignature, Signer
 from starlette.datastructures import FormData
 
 from activities import repository
+from activities.i18n import Translator, translator
 from activities.repository import JourneyRow, StaffRow
+from api.routes.me import headline as patient_headline
 from api.service import (
     FactKept,
     JourneyNotFound,
@@ -98,6 +100,8 @@ _KEPT_FOR_STAFF: Final = Reason(
     rule="kept_for_staff",
     message="This was not recorded in your plan yet: the clinic has it and will look at it.",
 )
+# The codes of the patient page's flash messages; the words shown are the catalogs'
+# ``page.flash.<code>`` in the patient's language (these English ones are for reading only).
 PATIENT_MESSAGES: Final[dict[str, str]] = {
     "reschedule": "Your session has been moved. You will get a confirmation.",
     "spf": "Thank you: SPF 50 use recorded for today.",
@@ -1145,20 +1149,26 @@ async def _patient_page(
     session_number: int | None = None,
     errors: Mapping[str, list[Reason]] | None = None,
     message: str | None = None,
+    flash: str | None = None,
     status_code: int = 200,
 ) -> Response:
     pool = _pool(request)
     row = await repository.get_journey(pool, patient_id)
+    patient = await repository.get_patient(pool, patient_id)
+    # Every word of the page in the patient's language (docs/languages.md).
+    t = translator(patient.language if patient else None)
     if row is None:
         return _render(
             request,
             "patient.html",
-            {"missing": True, "token": token},
+            {"missing": True, "token": token, "t": t, "page_lang": t.language},
             status_code=404,
         )
-    patient = await repository.get_patient(pool, patient_id)
     cp = await _clinic_protocol(request, row.clinic_id)
     tz = cp.clinic.timezone
+    spf_factor = cp.protocol.spf_factor
+    if flash in PATIENT_MESSAGES:
+        message = t(f"page.flash.{flash}", factor=spf_factor)
     status = views.journey_status(row)
     today = views.local_today(row, status, tz)
     sessions = status.sessions if status else []
@@ -1181,7 +1191,7 @@ async def _patient_page(
         options = views.date_options(
             status, cp, chosen.number, today=today, trips=trips or [], days=RESCHEDULE_DAYS
         )
-        free_times = await _free_times(request, status, chosen.number, tz)
+        free_times = await _free_times(request, status, chosen.number, tz, t)
     spf_until, review_on = views.spf_and_review(status, cp) if status else (None, None)
     done = [s for s in sessions if s.state == "done"]
     upcoming = views.current_session(status) if status else None
@@ -1196,17 +1206,25 @@ async def _patient_page(
             "first_name": (patient.full_name.split(" ")[0] if patient else ""),
             "clinic_name": cp.clinic.name,
             "status": status,
-            "headline": _patient_headline(row.stage),
+            "t": t,
+            "page_lang": t.language,
+            "spf_factor": spf_factor,
+            "session_minutes_min": cp.protocol.session_minutes_min,
+            "session_minutes_max": cp.protocol.session_minutes_max,
+            "headline": patient_headline(t, row.stage, spf_factor),
             "upcoming": upcoming,
-            "upcoming_when": views.format_local_datetime(upcoming.starts_at, tz)
+            "upcoming_when": t.when_with_year(upcoming.starts_at, tz)
             if upcoming and upcoming.starts_at
-            else (format_weekday_date(upcoming.planned_on) if upcoming else ""),
-            "upcoming_arrive": views.format_local_time(upcoming.arrive_by, tz) if upcoming else "",
+            else (t.weekday_date(upcoming.planned_on) if upcoming else ""),
+            "upcoming_arrive": t.time(upcoming.arrive_by, tz)
+            if upcoming and upcoming.arrive_by
+            else "",
             "sessions": [
                 {
                     "s": s,
-                    "when": views.format_local_datetime(s.starts_at, tz)
-                    or format_weekday_date(s.planned_on),
+                    "when": t.when_with_year(s.starts_at, tz)
+                    if s.starts_at
+                    else t.weekday_date(s.planned_on),
                 }
                 for s in sessions
             ],
@@ -1216,19 +1234,22 @@ async def _patient_page(
             "recovery_max": p.recovery_days_max,
             "spf_months": p.spf_months,
             "review_months": p.review_months,
-            "spf_until": format_weekday_date(spf_until) if spf_until else "",
-            "review_on": format_weekday_date(review_on) if review_on else "",
-            "season_opens": format_weekday_date(status.season_opens_on)
+            "spf_until": t.weekday_date(spf_until) if spf_until else "",
+            "review_on": t.weekday_date(review_on) if review_on else "",
+            "season_opens": t.weekday_date(status.season_opens_on)
             if status and status.season_opens_on
             else "",
             "waiting_reason": status.waiting_reason if status else None,
             "today": today,
-            "today_text": format_weekday_date(today),
+            "today_text": t.weekday_date(today),
             "can_move": can_move,
             "movable": movable,
             "chosen": chosen,
-            "weeks": views.calendar_weeks(options),
-            "groups": views.group_refusals(options),
+            # The week starts on the locale's first day (Monday in Europe, Sunday in the US).
+            "weeks": views.calendar_weeks(options, first_weekday=t.first_week_day),
+            "weekday_heads": t.weekday_names(),
+            "calendar_weeks_count": RESCHEDULE_DAYS // 7,
+            "groups": views.group_refusals(options, date_text=t.long_date),
             "allowed_count": sum(1 for o in options if o.allowed),
             "free_times": free_times,
             "trips_unknown": trips is None,
@@ -1244,7 +1265,7 @@ async def _patient_page(
 
 
 async def _free_times(
-    request: Request, status: JourneyStatus, number: int, tz: str
+    request: Request, status: JourneyStatus, number: int, tz: str, t: Translator | None = None
 ) -> list[dict[str, str]]:
     """Concrete free times for moving session ``number`` (built-in scheduling,
     docs/scheduling.md): ``value`` ("YYYY-MM-DD HH:MM") and ``label``. Empty for a clinic
@@ -1264,27 +1285,13 @@ async def _free_times(
     return [
         {
             "value": f"{f.on.isoformat()} {f.local_time:%H:%M}",
-            "label": views.format_local_datetime(f.starts_at, tz),
+            # The patient's page in the patient's language; the staff page as before.
+            "label": t.when_with_year(f.starts_at, tz)
+            if t is not None
+            else views.format_local_datetime(f.starts_at, tz),
         }
         for f in found.free_times
     ]
-
-
-def _patient_headline(stage: str) -> str:
-    return {
-        "screening": "We are checking that the treatment is right for you.",
-        "deferred": "Your treatment is on hold for now; the clinic will check again.",
-        "excluded": "This treatment is not suitable for you; the clinic will explain why.",
-        "awaiting_season": "Your course is planned; each session is booked a day ahead.",
-        "scheduled": "Your next session is booked.",
-        "session_due": "Your session is today.",
-        "recovery": "Your skin is recovering from your last session.",
-        "spf_window": "Your sessions are done: protect your skin with SPF 50 every day.",
-        "awaiting_review": "Your review with the clinic is due.",
-        "completed": "Your course is complete.",
-        "paused": "Your journey is on hold; the clinic will contact you.",
-        "withdrawn": "Your journey has ended.",
-    }.get(stage, "")
 
 
 def _link_error_page(request: Request, message: str) -> Response:
@@ -1310,7 +1317,7 @@ async def patient_page(
         token,
         patient_id,
         session_number=number,
-        message=PATIENT_MESSAGES.get(msg or ""),
+        flash=msg,
     )
 
 

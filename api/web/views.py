@@ -9,7 +9,7 @@ arranges their answers for people.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -367,8 +367,9 @@ def date_options(
     return options
 
 
-def _ranges(days: Iterable[date]) -> list[str]:
-    """Consecutive days as ``"3–7 June 2027"`` runs (weekends of closed days stay apart)."""
+def _ranges(days: Iterable[date], date_text: Callable[[date], str] = format_date) -> list[str]:
+    """Consecutive days as ``"3–7 June 2027"`` runs (weekends of closed days stay apart); with
+    another ``date_text`` (a language's), ``"3. Juni 2027 – 7. Juni 2027"``."""
     out: list[str] = []
     run: list[date] = []
     for d in sorted(days):
@@ -376,25 +377,30 @@ def _ranges(days: Iterable[date]) -> list[str]:
             run.append(d)
             continue
         if run:
-            out.append(_range_text(run[0], run[-1]))
+            out.append(_range_text(run[0], run[-1], date_text))
         run = [d]
     if run:
-        out.append(_range_text(run[0], run[-1]))
+        out.append(_range_text(run[0], run[-1], date_text))
     return out
 
 
-def _range_text(a: date, b: date) -> str:
+def _range_text(a: date, b: date, date_text: Callable[[date], str] = format_date) -> str:
     if a == b:
-        return format_date(a)
+        return date_text(a)
+    if date_text is not format_date:  # a language's dates: whole dates at both ends
+        return f"{date_text(a)} – {date_text(b)}"
     if a.year == b.year and a.month == b.month:
         return f"{a.day}–{format_date(b)}"
     return f"{format_date(a)} – {format_date(b)}"
 
 
-def group_refusals(options: Sequence[DayOption]) -> list[RuleGroup]:
+def group_refusals(
+    options: Sequence[DayOption], *, date_text: Callable[[date], str] = format_date
+) -> list[RuleGroup]:
     """The refused days grouped by rule: one explanation per rule and the days it covers.
 
-    Closed days are summarised as weekdays rather than listed one by one.
+    Closed days are summarised as weekdays rather than listed one by one. ``date_text``
+    writes the ranges' dates (the patient's language on the patient's page).
     """
     by_rule: dict[str, list[tuple[date, Reason]]] = {}
     for o in options:
@@ -411,7 +417,7 @@ def group_refusals(options: Sequence[DayOption]) -> list[RuleGroup]:
             message = f"The clinic is closed on {names}" + (f"; {tail}" if tail else ".")
             ranges: list[str] = []
         else:
-            ranges = _ranges(days)
+            ranges = _ranges(days, date_text)
         groups.append(
             RuleGroup(
                 rule=rule,
@@ -423,12 +429,15 @@ def group_refusals(options: Sequence[DayOption]) -> list[RuleGroup]:
     return groups
 
 
-def calendar_weeks(options: Sequence[DayOption]) -> list[list[DayOption | None]]:
-    """The options as Monday-first weeks, padded with ``None`` before the first day."""
+def calendar_weeks(
+    options: Sequence[DayOption], *, first_weekday: int = 0
+) -> list[list[DayOption | None]]:
+    """The options as weeks starting on ``first_weekday`` (Monday=0, the default; Sunday=6 for
+    a US locale), padded with ``None`` before the first day."""
     if not options:
         return []
     weeks: list[list[DayOption | None]] = []
-    week: list[DayOption | None] = [None] * options[0].on.weekday()
+    week: list[DayOption | None] = [None] * ((options[0].on.weekday() - first_weekday) % 7)
     for o in options:
         week.append(o)
         if len(week) == 7:
