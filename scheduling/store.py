@@ -417,6 +417,11 @@ async def _try_insert(conn: Conn, cap: Capacity, request: SlotRequest, c: Candid
             )
     except asyncpg.ExclusionViolationError:
         return False  # taken by a concurrent reservation since the search: the next one
+    except asyncpg.DeadlockDetectedError:
+        # Two reservers inserted overlapping rows at the same instant and each waited for the
+        # other's check (execIndexing.c: exclusion constraints check after inserting); the
+        # deadlock detector aborted this one's savepoint. The other wins; try the next one.
+        return False
     return True
 
 
