@@ -253,3 +253,27 @@ async def test_an_unknown_sender_is_kept_and_matches_nobody(contact: Contact) ->
     )
     assert stored.patient_id is None and stored.outcome == "unmatched"
     assert await contact.pool.fetchval("SELECT count(*) FROM contact_optouts") == 0
+
+
+async def test_a_reschedule_answer_reaches_an_opted_out_patient_by_the_other_channel(
+    contact: Contact,
+) -> None:
+    """The patient opted out of SMS, then asked by e-mail for another date: the answer (written
+    for the preferred channel, SMS) goes by e-mail, at once even in quiet hours."""
+    c = contact
+    wf = await enqueue(c.pool, phone=PHONE, email="ada@example.com", preferred_channel="sms")
+    await store_reply(c.pool, provider_message_id="SM1", channel="sms", sender=PHONE, body="STOP")
+    await add(c.pool, wf, "c1:reply-2", "reply_reschedule_offer", "sms")
+    await c.pool.execute(
+        "UPDATE clinics SET quiet_hours_start = '20:00', quiet_hours_end = '08:00'"
+    )
+    c.clock[0] = datetime(2026, 3, 3, 23, 0, tzinfo=UTC)
+    dispatcher = c.dispatcher()
+    for _ in range(2):
+        await dispatcher.run_once()
+    found = {r[0]: r[1:] for r in await rows(c.pool)}
+    assert found["c1:reply-2"] == ("sms", "cancelled", None)
+    assert found["c1:reply-2~via-email"] == ("email", "sent", "sent")
+    assert found["c1:booked"] == ("sms", "cancelled", None)
+    [mail] = c.smtp.received
+    assert mail["Subject"] == "Choose another date"
