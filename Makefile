@@ -25,7 +25,7 @@ endif
 timed = @printf '\033[1m==> %s\033[0m\n' "$(1)"; t0=$$(date +%s.%N); $(2) \
 	&& printf '    done: %s in %.1f s\n' "$(1)" "$$(echo "$$(date +%s.%N) - $$t0" | bc)"
 
-.PHONY: install run test check lint typecheck pytest format lock clean browser fuzz soak bench-history bench
+.PHONY: install run test check lint typecheck pytest format lock clean browser fuzz soak bench-history bench bench-simulation
 
 $(UV):
 	$(call timed,installing uv $(UV_VERSION) into $(TOOLS)/,$(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-warn-script-location --target $(TOOLS)/uv-$(UV_VERSION) uv==$(UV_VERSION))
@@ -97,6 +97,12 @@ bench-history: $(STAMP)
 # minutes). Bigger: make bench BENCH_ARGS="--journeys 50 --rounds 3 --webhooks 2000 --rate 50".
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench_throughput $(BENCH_ARGS)
+
+# The season simulation as a benchmark (docs/simulation.md; not a test; ~13 minutes): 1,000
+# patients over 10 months on the example clinic, wall time and CPU per journey against the bare
+# journey measured in the same run. Smaller: make bench-simulation BENCH_SIM_ARGS="--patients 200 --months 4".
+bench-simulation: $(STAMP)
+	$(BIN)/python -m tests.bench_simulation $(BENCH_SIM_ARGS)
 
 format: $(STAMP)
 	$(BIN)/ruff format .
