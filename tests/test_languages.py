@@ -501,3 +501,23 @@ async def test_the_patient_page_in_german(stack: Stack) -> None:  # noqa: F811
         translator("de")(f"page.headline.{stage}", factor=50)
         for stage in ("screening", "awaiting_season", "scheduled", "session_due")
     }
+
+
+def test_the_fhir_patient_names_the_language() -> None:
+    from api.fhir.resources import patient
+
+    resource = patient(
+        {
+            "patient_id": "p_x",
+            "full_name": "Ada Lovelace",
+            "email": "ada@example.com",
+            "phone": None,
+            "preferred_channel": "email",
+            "clinic_id": "default",
+            "language": "de",
+        }
+    )
+    [communication] = resource["communication"]
+    assert communication["preferred"] is True
+    assert communication["language"]["coding"] == [{"system": "urn:ietf:bcp:47", "code": "de"}]
+    assert communication["language"]["text"] == "Deutsch"

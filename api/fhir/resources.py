@@ -29,6 +29,8 @@ from fhir.resources.R4B.procedure import Procedure
 from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from fhir.resources.R4B.resource import Resource
 
+from activities.i18n import LANGUAGE_NAMES
+
 SYSTEM = "https://pore-journey.example/fhir"
 PATIENT_ID_SYSTEM = f"{SYSTEM}/sid/patient-id"
 FLAG_SYSTEM = f"{SYSTEM}/CodeSystem/journey-flag"
@@ -169,6 +171,18 @@ def patient(row: Mapping[str, Any], clinic_name: str | None = None) -> dict[str,
             "active": True,
             "name": [{"text": row["full_name"]}],
             "telecom": telecom,
+            # The language of the patient's messages and page (docs/languages.md).
+            "communication": [
+                {
+                    "language": {
+                        "coding": [{"system": "urn:ietf:bcp:47", "code": row["language"]}],
+                        "text": LANGUAGE_NAMES.get(row["language"], row["language"]),
+                    },
+                    "preferred": True,
+                }
+            ]
+            if row.get("language")
+            else None,
             "managingOrganization": {"display": clinic_name or row["clinic_id"]},
         },
     )
