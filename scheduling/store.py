@@ -331,8 +331,17 @@ async def reserve(pool: asyncpg.Pool, request: SlotRequest) -> SlotResult:
         duration = cap.rules.minutes_for(request.pore_grade, request.duration_minutes)
         key = f"slot:{request.workflow_id}:{request.course_number}:{request.session_number}"
         async with conn.transaction():
-            # One reserver per session at a time (a retry racing its own first attempt).
+            # One reserver per session at a time (a retry racing its own first attempt), then
+            # one per clinic: reservers of a clinic take turns for the few milliseconds of a
+            # search and an insert, so they do not race for the same slot and wait on each
+            # other's exclusion checks (a deadlock the detector breaks after a second). The
+            # constraint, not this lock, is what makes double booking impossible. Always in
+            # this order: no cycle.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 17))", key)
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 17))",
+                f"slots-clinic:{request.clinic_id}",
+            )
             live = await conn.fetch(
                 _LIVE, request.workflow_id, request.course_number, request.session_number
             )

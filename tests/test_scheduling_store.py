@@ -19,6 +19,7 @@ from activities.store import JourneyStore
 from scheduling import store as slots
 from scheduling.preferences import SlotPreferences
 from scheduling.resources import ClinicScheduling, Closure, Resource, SlotRules, WeekHours
+from scheduling.search import Busy
 from tests.status_helpers import full_status
 from worker.database import create_pool
 from workflows.booking import SlotRelease, SlotRequest
@@ -135,6 +136,53 @@ async def test_concurrent_reservations_never_double_book(clinic: asyncpg.Pool, p
             assert "No free slot" in r.next_option.reason
     rows = await active_rows(clinic)
     assert len(rows) == 16  # a laser and a practitioner each
+    for resource in ("laser-1", "prac-1"):
+        mine = [r for r in rows if r["resource_id"] == resource]
+        for x, y in itertools.pairwise(mine):
+            assert x["e"] <= y["s"]
+
+
+async def test_concurrent_reservations_over_two_lasers(clinic: asyncpg.Pool, pg_dsn: str) -> None:
+    """Two lasers and two practitioners (16 slots that day), 30 journeys at once."""
+    resources = [
+        {"resource_id": "laser-1", "kind": "device"},
+        {"resource_id": "laser-2", "kind": "device"},
+        {"resource_id": "prac-1", "kind": "practitioner"},
+        {"resource_id": "prac-2", "kind": "practitioner"},
+    ]
+    await slots.sync_clinic(clinic, CLINIC, section(resources=resources))
+    pool = await create_pool(pg_dsn, min_size=30, max_size=30)
+    try:
+        results = await asyncio.gather(*(slots.reserve(pool, request(n)) for n in range(30)))
+    finally:
+        await pool.close()
+    assert sum(1 for r in results if r.slot is not None) == 16
+    rows = await active_rows(clinic)
+    assert len(rows) == 32
+    for resource in ("laser-1", "laser-2", "prac-1", "prac-2"):
+        mine = [r for r in rows if r["resource_id"] == resource]
+        assert len(mine) == 8
+        for x, y in itertools.pairwise(mine):
+            assert x["e"] <= y["s"]
+
+
+async def test_a_stale_search_is_caught_by_the_constraint(
+    clinic: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even a search blind to every reservation cannot double-book: the constraint refuses
+    each taken candidate in its savepoint and the next free one is taken."""
+    for n in range(3):
+        taken = await slots.reserve(clinic, request(n))
+        assert taken.slot is not None
+
+    async def blind(*args: Any, **kwargs: Any) -> Busy:
+        return Busy()
+
+    monkeypatch.setattr(slots, "_busy", blind)
+    result = await slots.reserve(clinic, request(9))
+    assert result.slot is not None and result.slot.starts_at == local(MONDAY, 10, 30)
+    rows = await active_rows(clinic)
+    assert len(rows) == 8
     for resource in ("laser-1", "prac-1"):
         mine = [r for r in rows if r["resource_id"] == resource]
         for x, y in itertools.pairwise(mine):
