@@ -31,6 +31,7 @@ from workflows.messages import (
     WithdrawRequest,
 )
 from workflows.protocol import ClinicProtocol, ClinicSettings
+from workflows.replies import PatientReplyReport
 
 TZ = "Europe/Berlin"
 Handle = WorkflowHandle[PatientJourney, JourneyStatus]
@@ -190,3 +191,34 @@ async def test_a_booked_session_moves_only_into_a_free_slot_and_withdraw_frees_i
         rows = await active_reservations(pg_pool, clinic_id)
         assert not [r for r in rows if r["workflow_id"] == first.id]
         assert [r for r in rows if r["workflow_id"] == second.id]
+
+
+async def test_a_move_clears_the_patients_confirmation(
+    ts_env: WorkflowEnvironment, pg_pool: asyncpg.Pool
+) -> None:
+    clinic_id = await setup_clinic(pg_pool, "09:00-11:00")
+    async with new_worker(ts_env.client, build_activities(pg_pool)) as w:
+        handle = await enrol(ts_env, pg_pool, w.task_queue, clinic_id)
+        s = (await eventually(handle, booked, timeout=20)).sessions[0]
+        assert s.starts_at is not None
+        confirm = PatientReplyReport(
+            idempotency_key=f"reply:sms:{uuid.uuid4()}",
+            reply_id=1,
+            kind="confirm",
+            session_number=1,
+            channel="sms",
+        )
+        assert (await update(handle, PatientJourney.report_reply, confirm)).outcome == "applied"
+        st = await eventually(handle, lambda x: x.sessions[0].confirmed_at is not None)
+        other = time(10, 30) if calendar.local_time(s.starts_at, TZ) != time(10, 30) else time(9)
+        result = await update(
+            handle,
+            PatientJourney.reschedule,
+            RescheduleRequest(
+                session_number=1, new_date=s.planned_on, new_time=other, requested_by="staff"
+            ),
+        )
+        # The confirmation was for the old time: the moved session waits for a new one.
+        assert result.sessions[0].confirmed_at is None
+        st = await eventually(handle, lambda x: x.sessions[0].confirmed_at is None)
+        assert calendar.local_time(st.sessions[0].starts_at, TZ) == other  # type: ignore[arg-type]

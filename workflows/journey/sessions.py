@@ -422,7 +422,10 @@ def apply_appointment(fx: Effects, fact: AppointmentReport) -> Write:
     cancelled = st.take_pending_messages()
     s, moved = slots.place_at(fx, number, fact.starts_at, [])
     s = st.replace_session(
-        number, state="booked", external_appointment_id=fact.external_appointment_id
+        number,
+        state="booked",
+        external_appointment_id=fact.external_appointment_id,
+        confirmed_at=None,  # a confirmation was for the old time
     )
     st.window_until = None
     fx.set_stage("scheduled", f"Session {number}", s.starts_at)
@@ -602,6 +605,8 @@ def apply_reschedule(
             "starts_at": fresh.starts_at,
             "arrive_by": fresh.arrive_by,
             "state": "booked" if booked else "planned",
+            # A patient's confirmation was for the old time.
+            "confirmed_at": None,
             **extra,
         }
         moved = st.replace_session(number, **changes)
