@@ -521,3 +521,31 @@ def test_the_fhir_patient_names_the_language() -> None:
     assert communication["preferred"] is True
     assert communication["language"]["coding"] == [{"system": "urn:ietf:bcp:47", "code": "de"}]
     assert communication["language"]["text"] == "Deutsch"
+
+
+async def test_staff_change_the_language_on_the_journey_page(stack: Stack) -> None:  # noqa: F811
+    from tests.access_helpers import CSRF_FIELD, login
+
+    created = await enrol(stack)
+    pid = created["patient_id"]
+    assert (await login(stack.http, stack.admin)).status_code in (200, 303)
+
+    async def page_shown() -> httpx.Response | None:
+        page = await stack.http.get(f"/journeys/{pid}")
+        return page if page.status_code == 200 and "form-language" in page.text else None
+
+    page = await eventually(page_shown)
+    assert 'data-language="en"' in page.text
+    csrf = CSRF_FIELD.search(page.text)
+    assert csrf is not None
+    bad = await stack.http.post(
+        f"/journeys/{pid}/language", data={"csrf_token": csrf.group(1), "language": "xx"}
+    )
+    assert bad.status_code == 422 and "Choose one of the languages offered" in bad.text
+    r = await stack.http.post(
+        f"/journeys/{pid}/language", data={"csrf_token": csrf.group(1), "language": "es"}
+    )
+    assert r.status_code == 303, r.text
+    shown = await stack.http.get(r.headers["location"])
+    assert 'data-language="es"' in shown.text and "Language changed" in shown.text
+    assert (await repository.get_patient(stack.pool, pid)).language == "es"  # type: ignore[union-attr]

@@ -293,6 +293,7 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], Rule]] = {
             "review": "journey.review",
             "pre-session-check": "journey.pre_session_check",
             "resolve-anomaly": "anomaly.resolve",
+            "language": "journey.enrol",  # the patient's language (docs/languages.md)
         }
     ),
     ("GET", "/access-log"): "access_log.view",

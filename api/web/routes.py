@@ -39,7 +39,7 @@ from itsdangerous import BadSignature, Signer
 from starlette.datastructures import FormData
 
 from activities import repository
-from activities.i18n import Translator, translator
+from activities.i18n import LANGUAGE_NAMES, LANGUAGES, Translator, translator
 from activities.repository import JourneyRow, StaffRow
 from api.routes.me import headline as patient_headline
 from api.service import (
@@ -82,7 +82,16 @@ LIVE_POLL_MS: Final = 2500
 RESCHEDULE_DAYS: Final = 56  # the patient's calendar: about eight weeks
 
 STAFF_ACTIONS: Final = frozenset(
-    {"pause", "resume", "withdraw", "review", "reschedule", "pre-session-check", "resolve-anomaly"}
+    {
+        "pause",
+        "resume",
+        "withdraw",
+        "review",
+        "reschedule",
+        "pre-session-check",
+        "resolve-anomaly",
+        "language",
+    }
 )
 # Flash messages by code, so nothing from the query string is echoed into the page.
 STAFF_MESSAGES: Final[dict[str, str]] = {
@@ -95,6 +104,7 @@ STAFF_MESSAGES: Final[dict[str, str]] = {
     "check_deferred": "Pre-session check recorded: the session is deferred.",
     "anomaly_applied": "The kept fact was applied.",
     "anomaly_dismissed": "The kept fact was dismissed.",
+    "language": "Language changed: the patient's next messages, page and invitations use it.",
 }
 _KEPT_FOR_STAFF: Final = Reason(
     rule="kept_for_staff",
@@ -282,6 +292,7 @@ def _render(
             "csrf_token": csrf,
             "stage_labels": views.STAGE_LABELS,
             "flag_labels": views.FLAG_LABELS,
+            "language_names": LANGUAGE_NAMES,
             "staff": None,
             **context,
         },
@@ -1088,6 +1099,16 @@ async def journey_action(request: Request, patient_id: str, action: str) -> Resp
                 request_id=request_id,
             )
             code = f"anomaly_{resolved.resolution}"
+        elif action == "language":
+            # The patient's language (docs/languages.md): messages not sent yet follow it.
+            chosen = _field(form, "language")
+            if chosen not in LANGUAGES:
+                raise _FormError("Choose one of the languages offered.")
+            changed = await service.db(
+                repository.set_patient_language(service.pool, patient_id, chosen)
+            )
+            if changed is None:
+                raise JourneyNotFound(patient_id)
         else:  # pre-session-check
             number = _int_field(form, "session_number", "the session")
             found: dict[str, Any] = {
