@@ -176,6 +176,12 @@ def register(app: typer.Typer) -> None:
         email: Annotated[str | None, typer.Option(help="E-mail address.")] = None,
         phone: Annotated[str | None, typer.Option(help="Phone number.")] = None,
         channel: Annotated[str, typer.Option(help="Preferred channel: email or sms.")] = "email",
+        language: Annotated[
+            str | None,
+            typer.Option(
+                help="The patient's language: en, en-US, de, fr, es (default: the clinic's)."
+            ),
+        ] = None,
         clinic: Annotated[str, typer.Option(help="Clinic id.")] = "default",
         numbing: Annotated[bool, typer.Option("--numbing/--no-numbing")] = False,
         trip: Annotated[list[str] | None, typer.Option(help="Planned trip START:END.")] = None,
@@ -201,6 +207,7 @@ def register(app: typer.Typer) -> None:
                     email=email,
                     phone=phone,
                     preferred_channel=channel,
+                    language=language,
                 ),
                 clinic_id=clinic,
                 pore_grade=grade,
