@@ -24,6 +24,8 @@ import asyncpg
 from scheduling.preferences import NO_PREFERENCES, SlotPreferences
 from scheduling.resources import (
     DEFAULT_HOURS,
+    MAX_CLOSURES,
+    MAX_RESOURCES,
     ClinicScheduling,
     Closure,
     Resource,
@@ -78,6 +80,10 @@ ROUNDS: Final = 8
 """A reservation tries up to ``CANDIDATES_PER_ROUND`` candidates, then searches again with the
 reservations committed meanwhile, at most ``ROUNDS`` times (bounded under heavy contention;
 then the activity fails and Temporal retries it)."""
+
+
+class SchedulingLimitError(ValueError):
+    """A clinic already has the most resources or closures it may have."""
 
 
 class ReservationContention(RuntimeError):
@@ -586,8 +592,10 @@ async def get_scheduling(conn: Executor, clinic_id: str) -> ClinicScheduling:
     """The clinic's whole scheduling set-up, as the clinic file's section would say it."""
     rules = await get_rules(conn, clinic_id)
     hours = await _hours(conn, clinic_id)
-    return ClinicScheduling(
-        **rules.model_dump(),
+    # Stored rows were validated one by one; the whole may not pass the file's cross-checks
+    # (staff deactivated the only laser, say), and is shown as it is.
+    return ClinicScheduling.model_construct(
+        **dict(rules),
         hours=hours.get("", DEFAULT_HOURS),
         resources=await list_resources(conn, clinic_id, include_inactive=True),
         closures=await list_closures(conn, clinic_id),
@@ -636,7 +644,19 @@ async def set_default_hours(conn: Executor, clinic_id: str, hours: WeekHours) ->
 
 async def upsert_resource(conn: Executor, clinic_id: str, resource: Resource) -> None:
     """Create or replace a resource; its own hours are replaced (``hours`` None: the clinic's
-    default hours)."""
+    default hours).
+
+    Raises:
+        SchedulingLimitError: a new resource beyond :data:`MAX_RESOURCES` for the clinic.
+    """
+    count = await conn.fetchval(
+        "SELECT count(*) FILTER (WHERE resource_id <> $2) FROM scheduling_resources "
+        "WHERE clinic_id = $1",
+        clinic_id,
+        resource.resource_id,
+    )
+    if count >= MAX_RESOURCES:
+        raise SchedulingLimitError(f"a clinic has at most {MAX_RESOURCES} resources")
     await conn.execute(
         """
         INSERT INTO scheduling_resources AS r (clinic_id, resource_id, kind, label, active)
@@ -672,7 +692,15 @@ async def add_closure(
 
     Raises:
         LookupError: the closure names a resource the clinic does not have.
+        SchedulingLimitError: the clinic has :data:`MAX_CLOSURES` closures already.
     """
+    count = await conn.fetchval(
+        "SELECT count(*) FROM scheduling_closures WHERE clinic_id = $1", clinic_id
+    )
+    if count >= MAX_CLOSURES:
+        raise SchedulingLimitError(
+            f"a clinic has at most {MAX_CLOSURES} closures; remove past ones first"
+        )
     if closure.resource_id is not None:
         known = await conn.fetchval(
             "SELECT 1 FROM scheduling_resources WHERE clinic_id = $1 AND resource_id = $2",

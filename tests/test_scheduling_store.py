@@ -408,3 +408,26 @@ async def test_resource_store_round_trip(clinic: asyncpg.Pool) -> None:
     await slots.set_preferences(clinic, "p_prefs", prefs)
     got_prefs = await slots.get_preferences(clinic, "p_prefs")
     assert got_prefs.weekdays == [0, 4] and got_prefs.day_parts == ["morning", "evening"]
+
+
+async def test_limits_and_an_incomplete_setup(
+    clinic: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Staff may leave the set-up short of what a session needs: it is shown as it is, and the
+    # search finds nothing (no double booking, no crash).
+    assert await slots.deactivate_resource(clinic, CLINIC, "prac-1")
+    got = await slots.get_scheduling(clinic, CLINIC)
+    assert [r.active for r in got.resources] == [True, False]
+    result = await slots.reserve(clinic, request())
+    assert result.slot is None and result.next_option is not None
+    assert result.next_option.kind == "waiting_list"
+    monkeypatch.setattr(slots, "MAX_CLOSURES", 1)
+    monkeypatch.setattr(slots, "MAX_RESOURCES", 2)
+    await slots.add_closure(clinic, CLINIC, Closure(starts_on=MONDAY, ends_on=MONDAY, reason="a"))
+    with pytest.raises(slots.SchedulingLimitError):
+        await slots.add_closure(
+            clinic, CLINIC, Closure(starts_on=MONDAY, ends_on=MONDAY, reason="b")
+        )
+    await slots.upsert_resource(clinic, CLINIC, Resource(resource_id="laser-1", kind="device"))
+    with pytest.raises(slots.SchedulingLimitError):
+        await slots.upsert_resource(clinic, CLINIC, Resource(resource_id="laser-3", kind="device"))

@@ -149,7 +149,10 @@ async def put_resource(
     """Create or replace a resource (its own hours replaced; none: the clinic's hours)."""
     await _known_clinic(service, clinic_id)
     resource = Resource(resource_id=resource_id, **body.model_dump())
-    await service.db(slots.upsert_resource(service.pool, clinic_id, resource))
+    try:
+        await service.db(slots.upsert_resource(service.pool, clinic_id, resource))
+    except slots.SchedulingLimitError as error:
+        raise InvalidRequest("path.resource_id", "too_many_resources", str(error)) from None
     return resource
 
 
@@ -183,6 +186,8 @@ async def post_closure(clinic_id: ClinicIdPath, body: ClosureIn, service: Servic
         return await service.db(slots.add_closure(service.pool, clinic_id, closure))
     except LookupError as error:
         raise InvalidRequest("body.resource_id", "unknown_resource", str(error)) from None
+    except slots.SchedulingLimitError as error:
+        raise InvalidRequest("body", "too_many_closures", str(error)) from None
 
 
 @router.delete(
