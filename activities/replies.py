@@ -266,6 +266,20 @@ async def record_outcome(pool: asyncpg.Pool, reply_id: int, outcome: str, detail
     )
 
 
+async def mark_answered(pool: asyncpg.Pool, patient_id: str, reply_id: int, by: str) -> bool:
+    """A reply that was a staff task has been answered (the journey closed the task)."""
+    status = await pool.execute(
+        """
+        UPDATE patient_replies SET outcome = 'answered', outcome_detail = $3, handled_at = now()
+        WHERE id = $1 AND patient_id = $2 AND outcome = 'staff_task'
+        """,
+        reply_id,
+        patient_id,
+        f"answered by {by}"[:1000],
+    )
+    return bool(status.endswith(" 1"))
+
+
 # ---------------------------------------------------------------- dashboard reads
 
 
@@ -398,7 +412,8 @@ async def clinic_open_replies(
         SELECT id, channel, patient_id, body, kind, session_number, received_at, outcome,
                outcome_detail
         FROM patient_replies
-        WHERE clinic_id = $1 AND (outcome IS NULL OR outcome NOT IN ('applied', 'duplicate'))
+        WHERE clinic_id = $1
+          AND (outcome IS NULL OR outcome NOT IN ('applied', 'duplicate', 'answered'))
         ORDER BY id DESC LIMIT $2
         """,
         clinic_id,

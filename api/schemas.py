@@ -388,6 +388,19 @@ class ResolveAnomalyBody(_In):
     note: safe_multiline_text(500, min_length=1)  # type: ignore[valid-type]
 
 
+class ReplyAnsweredBody(_In):
+    """Staff answered a patient's reply that became their task: a note for the timeline."""
+
+    note: safe_multiline_text(500, min_length=1)  # type: ignore[valid-type]
+
+
+class ReplyAnsweredOut(_Out):
+    """The reply whose task closed."""
+
+    reply_id: int
+    tasks_closed: int
+
+
 class ResolveAnomalyOut(_Out):
     """The anomaly after staff resolved it, and the journey's stage."""
 

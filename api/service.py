@@ -100,7 +100,7 @@ from workflows.messages import (
 from workflows.planner import plan_course
 from workflows.protocol import ClinicProtocol
 from workflows.reasons import Reason
-from workflows.replies import PatientReplyReport
+from workflows.replies import PatientReplyReport, ReplyAnsweredRequest, ReplyAnsweredResult
 from workflows.screening import ScreeningAnswers, screen
 
 __all__ = [
@@ -1067,6 +1067,16 @@ class JourneyService:
         ``report.idempotency_key``, never kept as an anomaly (what the journey cannot do with
         it becomes a staff task)."""
         return await self._report(patient_id, PatientJourney.report_reply, report, "patient")
+
+    async def answer_reply(
+        self, patient_id: str, request: ReplyAnsweredRequest, *, request_id: str | None = None
+    ) -> ReplyAnsweredResult:
+        """Staff dealt with a patient's reply that became their task: close it, with a note.
+        Refused (``AnswerReplyRefused``) when the journey has no such task."""
+        result: ReplyAnsweredResult = await self._update(
+            patient_id, PatientJourney.answer_reply, request, request.requested_by, request_id
+        )
+        return result
 
     async def spf_attested(
         self,

@@ -87,6 +87,8 @@ UPDATES = (
     "require_consent",
     "withdraw_consent",
     "report_appointment",
+    "report_reply",
+    "answer_reply",
 )
 
 # ---------------------------------------------------------------- hostile values
@@ -336,6 +338,20 @@ FIELDS: dict[str, dict[str, Field]] = {
         "requested_by": field(ACTORS, WRONG),
     },
     "withdraw_consent": {**_REASON, "staff_ref": f_text()},
+    "report_reply": {
+        "idempotency_key": f_text(KEYS),
+        "reply_id": f_int(st.integers(1, 3)),
+        "kind": f_enum("confirm", "reschedule", "other", "stop", "start"),
+        "session_number": f_int(SESSION),
+        "channel": f_enum("email", "sms"),
+        "received_at": f_datetime(),
+    },
+    "answer_reply": {
+        "reply_id": f_int(st.integers(1, 3)),
+        "note": f_text(),
+        "requested_by": f_enum("staff", "clinician"),
+        "staff_ref": f_text(),
+    },
     "report_appointment": {
         "event": f_enum("created", "rescheduled", "cancelled", "no_show", "completed"),
         "session_number": f_int(SESSION),
@@ -362,6 +378,8 @@ REQUIRED = {
     "require_consent": {"version"},
     "withdraw_consent": {"reason"},
     "report_appointment": {"event", "session_number", "external_appointment_id", "idempotency_key"},
+    "report_reply": {"idempotency_key", "reply_id", "kind", "channel"},
+    "answer_reply": {"reply_id", "note"},
 }
 for _name in FACT_FIELDS:
     REQUIRED[f"report_{_name}"] = REQUIRED[_name]

@@ -9,11 +9,11 @@ timeline and the dashboard can show the text next to the journey's own record of
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.bounds import ClinicDateTime, IdempotencyKeyText
+from workflows.bounds import ClinicDateTime, IdempotencyKeyText, safe_multiline_text, safe_text
 
 ReplyKind = Literal["confirm", "reschedule", "other", "stop", "start"]
 """``confirm`` (YES, C, JA, OUI, SÍ...), ``reschedule`` (R, CHANGE...), ``stop`` and ``start``
@@ -49,3 +49,31 @@ def reply_key(channel: str, provider_message_id: str) -> str:
     if len(key) <= 200 and key.isprintable():
         return key
     return f"reply:{channel}:sha256:{hashlib.sha256(provider_message_id.encode()).hexdigest()}"
+
+
+if TYPE_CHECKING:
+    _Note = str
+    _StaffRef = str
+else:
+    _Note = safe_multiline_text(500, min_length=1)
+    _StaffRef = safe_text(64)
+
+
+class ReplyAnsweredRequest(BaseModel):
+    """The ``answer_reply`` update: staff dealt with a reply that became their task (they
+    called the patient, moved the session...); the task closes and the note goes to the
+    timeline."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reply_id: int = Field(ge=1, le=2**62)
+    note: _Note
+    requested_by: Literal["staff", "clinician"] = "staff"
+    staff_ref: _StaffRef | None = None
+
+
+class ReplyAnsweredResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reply_id: int
+    tasks_closed: int

@@ -66,7 +66,7 @@ PERMISSIONS: Final[tuple[Permission, ...]] = get_args(Permission)
 PERMISSION_LABELS: Final[dict[Permission, str]] = {
     "journey.view": "see journeys, patients and timelines",
     "journey.enrol": "enrol a patient, preview a plan, give calendar links",
-    "journey.reschedule": "move a session",
+    "journey.reschedule": "move a session, answer a patient's reply",
     "journey.pause": "pause, resume or withdraw a journey",
     "journey.screening": "submit screening answers (no overrides)",
     "screening.override": "override a screening exclusion, set washout dates",
@@ -235,6 +235,7 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], Rule]] = {
     ("POST", "/api/journeys/{patient_id}/pre-session-check"): "journey.pre_session_check",
     ("POST", "/api/journeys/{patient_id}/reschedule"): "journey.reschedule",
     ("POST", "/api/journeys/{patient_id}/anomalies/{anomaly_id}/resolve"): "anomaly.resolve",
+    ("POST", "/api/journeys/{patient_id}/replies/{reply_id}/answered"): "journey.reschedule",
     # The patient's language (docs/languages.md): whoever enrols may correct it.
     ("PUT", "/api/journeys/{patient_id}/language"): "journey.enrol",
     ("GET", "/api/admin/clinics/{clinic_id}/default-language"): "journey.view",
@@ -293,6 +294,7 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], Rule]] = {
             "review": "journey.review",
             "pre-session-check": "journey.pre_session_check",
             "resolve-anomaly": "anomaly.resolve",
+            "answer-reply": "journey.reschedule",
             "language": "journey.enrol",  # the patient's language (docs/languages.md)
         }
     ),

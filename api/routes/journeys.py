@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, status
 
+from activities import replies
 from activities.repository import JourneyOrder, StaffRow
 from api import schemas
 from api.access.enforce import ClinicScopeDep
@@ -27,6 +28,7 @@ from api.deps import (
 )
 from api.service import JourneyService, actor_for, staff_ref
 from workflows.messages import ResolveAnomalyRequest, ReviewRequest, Stage
+from workflows.replies import ReplyAnsweredRequest
 
 router = APIRouter(prefix="/api/journeys", tags=["journeys"])
 
@@ -251,6 +253,37 @@ async def reschedule(
         patient_id, body.session_number, body.new_date, body.new_time, request_id=idempotency_key
     )
     return schemas.RescheduleOut.model_validate(r.model_dump())
+
+
+@router.post(
+    "/{patient_id}/replies/{reply_id}/answered",
+    response_model=schemas.ReplyAnsweredOut,
+    responses=ERRORS,
+)
+async def answer_reply(
+    patient_id: PatientIdPath,
+    reply_id: Annotated[int, Path(ge=1, le=2**62)],
+    body: schemas.ReplyAnsweredBody,
+    service: ServiceDep,
+    staff: StaffDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> schemas.ReplyAnsweredOut:
+    """Close the task a patient's reply became (the staff member answered it), with a note for
+    the timeline; refused (409) when the journey has no open task for that reply."""
+    r = await service.answer_reply(
+        patient_id,
+        ReplyAnsweredRequest(
+            reply_id=reply_id,
+            note=body.note,
+            requested_by="clinician" if actor_for(staff) == "clinician" else "staff",
+            staff_ref=staff_ref(staff),
+        ),
+        request_id=idempotency_key,
+    )
+    await service.db(
+        replies.mark_answered(service.pool, patient_id, reply_id, staff_ref(staff) or "staff")
+    )
+    return schemas.ReplyAnsweredOut.model_validate(r.model_dump())
 
 
 @router.post(

@@ -38,7 +38,7 @@ from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, Signer
 from starlette.datastructures import FormData
 
-from activities import repository
+from activities import replies, repository
 from activities.i18n import LANGUAGE_NAMES, LANGUAGES, Translator, translator
 from activities.repository import JourneyRow, StaffRow
 from api.routes.me import headline as patient_headline
@@ -62,6 +62,7 @@ from workflows.ids import workflow_id
 from workflows.messages import JourneyStatus, ResolveAnomalyRequest, ReviewRequest
 from workflows.protocol import ClinicProtocol, DateRange
 from workflows.reasons import Reason, format_date, format_weekday_date
+from workflows.replies import ReplyAnsweredRequest
 from workflows.screening import ScreeningAnswers
 
 __all__ = ["router"]
@@ -91,6 +92,7 @@ STAFF_ACTIONS: Final = frozenset(
         "pre-session-check",
         "resolve-anomaly",
         "language",
+        "answer-reply",
     }
 )
 # Flash messages by code, so nothing from the query string is echoed into the page.
@@ -104,6 +106,7 @@ STAFF_MESSAGES: Final[dict[str, str]] = {
     "check_deferred": "Pre-session check recorded: the session is deferred.",
     "anomaly_applied": "The kept fact was applied.",
     "anomaly_dismissed": "The kept fact was dismissed.",
+    "answer-reply": "The patient's reply is marked answered.",
     "language": "Language changed: the patient's next messages, page and invitations use it.",
 }
 _KEPT_FOR_STAFF: Final = Reason(
@@ -1099,6 +1102,22 @@ async def journey_action(request: Request, patient_id: str, action: str) -> Resp
                 request_id=request_id,
             )
             code = f"anomaly_{resolved.resolution}"
+        elif action == "answer-reply":
+            reply_id = _int_field(form, "reply_id", "the reply", 2**62)
+            note = _required(form, "note", "a note")
+            await service.answer_reply(
+                patient_id,
+                ReplyAnsweredRequest(
+                    reply_id=reply_id,
+                    note=note,
+                    requested_by="clinician" if actor == "clinician" else "staff",
+                    staff_ref=staff_ref(staff),
+                ),
+                request_id=request_id,
+            )
+            await service.db(
+                replies.mark_answered(service.pool, patient_id, reply_id, staff_ref(staff))
+            )
         elif action == "language":
             # The patient's language (docs/languages.md): messages not sent yet follow it.
             chosen = _field(form, "language")

@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import FactResult, SessionStatus
     from workflows.reasons import Reason
     from workflows.records import JourneyEvent
-    from workflows.replies import PatientReplyReport
+    from workflows.replies import PatientReplyReport, ReplyAnsweredRequest
 
 MAX_OFFERS = 3
 CONFIRMABLE = ("planned", "booked")
@@ -171,11 +171,52 @@ def _offers(fx: Effects, session: SessionStatus, report: PatientReplyReport) -> 
     return [calendar.local_datetime(d, at, tz).isoformat() for d in days]
 
 
+def _task_prefix(reply_id: int) -> str:
+    return f"Answer the patient's reply #{reply_id}"
+
+
+def _open_tasks(fx: Effects, reply_id: int) -> list[str]:
+    prefix = _task_prefix(reply_id)
+    # "#1" must not match "#12": the prefix is followed by the end or " about …".
+    return [t for t in fx.state.clinician_tasks if t == prefix or t.startswith(f"{prefix} about ")]
+
+
+def answered_problems(fx: Effects, request: ReplyAnsweredRequest) -> list[Reason]:
+    """Why staff cannot mark reply ``request.reply_id`` answered (empty: they can)."""
+    if _open_tasks(fx, request.reply_id):
+        return []
+    return [
+        Reason(
+            rule="no_open_reply_task",
+            message=f"No open task for the patient's reply #{request.reply_id}.",
+        )
+    ]
+
+
+def apply_answered(fx: Effects, request: ReplyAnsweredRequest) -> tuple[Write, int]:
+    """Close the reply's task; the note and the staff member go to the timeline."""
+    tasks = _open_tasks(fx, request.reply_id)
+    for task in tasks:
+        fx.state.clinician_tasks.remove(task)
+    by = request.staff_ref or request.requested_by
+    write = Write(
+        events=[
+            fx.event(
+                "reply_answered",
+                request.requested_by,
+                f"The patient's reply #{request.reply_id} answered by {by}: {request.note}",
+                {"reply_id": request.reply_id, "by": by},
+            )
+        ]
+    )
+    return write, len(tasks)
+
+
 def _staff_task(
     fx: Effects, report: PatientReplyReport, session: SessionStatus | None, reason: Reason | None
 ) -> Write:
     about = f" about session {session.number}" if session is not None else ""
-    fx.state.add_task(f"Answer the patient's reply #{report.reply_id}{about}")
+    fx.state.add_task(f"{_task_prefix(report.reply_id)}{about}")
     why = f" ({reason.message})" if reason is not None else ""
     return Write(
         events=[

@@ -46,7 +46,7 @@ with workflow.unsafe.imports_passed_through():
         WithdrawRequest,
     )
     from workflows.reasons import Reason
-    from workflows.replies import PatientReplyReport
+    from workflows.replies import PatientReplyReport, ReplyAnsweredRequest, ReplyAnsweredResult
     from workflows.screening import ScreeningAnswers
 
 
@@ -245,6 +245,23 @@ class PatientJourney(ConsentRequests):
         staff task. Only its id, kind and session; the text stays in PostgreSQL. Applied once
         per idempotency key (the provider's message id), never kept as an anomaly."""
         return await replies.receive(self._fx, report)
+
+    @workflow.update
+    async def answer_reply(self, request: ReplyAnsweredRequest) -> ReplyAnsweredResult:
+        """Staff dealt with a patient's reply that became their task: the task closes, the
+        note goes to the timeline. Refused (``AnswerReplyRefused``) without such a task."""
+        fx, st = self._fx, self._state
+        async with fx.lock:
+            self._validate_answer_reply(request)
+            write, closed = replies.apply_answered(fx, request)
+            st.changes += 1
+            await fx.write(write)
+        return ReplyAnsweredResult(reply_id=request.reply_id, tasks_closed=closed)
+
+    @answer_reply.validator
+    def _validate_answer_reply(self, request: ReplyAnsweredRequest) -> None:
+        _refuse_if("AnswerReply", self._starting())
+        _refuse_if("AnswerReply", replies.answered_problems(self._fx, request))
 
     # ------------------------------------------------------------------ requests (updates)
 
