@@ -76,7 +76,8 @@ async def season(s: Stack, args: argparse.Namespace) -> SimulationResult:
     with worker(s, "journey", tq, []):
         await wait_for_worker(s.client, tq)
         await asyncio.sleep(1.0)  # imports done: CPU from here is the season's
-        sim = SimStack(s.client, s.pool, settings, own=True, processes=dict(s.procs))
+        processes = {**s.procs, "postgres": s.postgres}
+        sim = SimStack(s.client, s.pool, settings, own=True, processes=processes)
         console = Console(stderr=True) if args.live else Console(file=io.StringIO())
         result = await run_simulation(sim, config, console, live=args.live)
     return result

@@ -184,12 +184,17 @@ async def test_audit_finds_each_planted_violation_once(pg_pool: asyncpg.Pool) ->
     }
 
 
-async def test_audit_finds_a_course_around_a_trip(pg_pool: asyncpg.Pool) -> None:
+async def test_audit_trip_buffer_boundaries(pg_pool: asyncpg.Pool) -> None:
+    """A session on the trip's last day breaks the rule; a trip between two sessions that are
+    each far enough from it does not (a rebooking after a no-show replans the rest only)."""
     await _clinic(pg_pool)
-    wf = await _journey(pg_pool, "around", trips=[(date(2027, 11, 1), date(2027, 11, 7))])
-    # 35 days before the trip (allowed), then 15 days after it: the trip fell inside the course.
-    await _completed(pg_pool, wf, 1, date(2027, 9, 27))
-    await _completed(pg_pool, wf, 2, date(2027, 11, 22))
+    trip = (date(2027, 11, 1), date(2027, 11, 7))
+    around = await _journey(pg_pool, "around", trips=[trip])
+    await _completed(pg_pool, around, 1, date(2027, 9, 27))  # 35 days before the trip
+    await _completed(pg_pool, around, 2, date(2027, 11, 22))  # 15 days after it
+    assert (await run_audit(pg_pool)).counts["trip_buffer"] == 0
+    last_day = await _journey(pg_pool, "last-day", trips=[trip])
+    await _completed(pg_pool, last_day, 1, date(2027, 11, 7))
     result = await run_audit(pg_pool)
     assert result.counts["trip_buffer"] == 1
     assert result.counts["too_close"] == 0

@@ -16,8 +16,10 @@ session found both in the event log and in the appointments counts once. Every c
 * ``too_close``: two consecutive sessions of one course less than ``min_interval_days`` apart
   (21 by default; the conservative intervals for Fitzpatrick IV–VI start above it).
 * ``trip_buffer``: a session during a trip of the patient, or less than ``trip_buffer_days``
-  before one starts; or a trip that starts and ends between two consecutive sessions of one
-  course with no summer between them (a course must end ``trip_buffer_days`` before a trip).
+  before one starts (a session exactly ``trip_buffer_days`` before is allowed). A trip that
+  falls *between* two sessions, each far enough from it, is not counted: the planner moves a
+  whole course after a trip when it plans, but a session rebooked after a no-show or moved by a
+  reschedule is replanned with the sessions still to come only (the done ones cannot move).
 * ``double_booked``: two active reservations of one resource (a laser, a practitioner) whose
   time ranges overlap. The exclusion constraint forbids it; the audit counts it anyway (a
   database restored without the constraint would show it here).
@@ -140,18 +142,14 @@ AUDIT_RULES: Final[tuple[AuditRule, ...]] = (
     ),
     AuditRule(
         "trip_buffer",
-        "sessions during a trip, within trip_buffer_days before one, or around one",
+        "sessions during a trip or less than trip_buffer_days before one starts",
         _rule(
             """
     SELECT s.workflow_id, s.on_date
     FROM sessions s JOIN proto p USING (clinic_id),
          jsonb_to_recordset(coalesce(s.status->'trips', '[]'::jsonb))
              AS t(start date, "end" date)
-    WHERE (s.on_date > t.start - p.trip_buffer AND s.on_date <= t."end")
-       OR (s.prev_on IS NOT NULL AND s.prev_on < t.start AND s.on_date > t."end"
-           AND NOT EXISTS (
-               SELECT 1 FROM generate_series(s.prev_on + 1, s.on_date - 1, interval '1 day') g
-               WHERE extract(month FROM g)::int = ANY(p.summer_months)))
+    WHERE s.on_date > t.start - p.trip_buffer AND s.on_date <= t."end"
 """
         ),
     ),

@@ -91,7 +91,7 @@ class SimIntegration(DemoIntegration):
 
     noise: SeededNoise = field(default_factory=lambda: SeededNoise(0))
     email_domain: str = "simulation.journey.invalid"
-    concurrency: int = 48
+    concurrency: int = 500
     patients: dict[str, int] = field(default_factory=dict)
     counters: SimCounters = field(default_factory=SimCounters)
     lines: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=200))
@@ -105,7 +105,9 @@ class SimIntegration(DemoIntegration):
 
     async def run_once(self) -> int:
         """One round: read the open simulated journeys, start what is due on each (at most one
-        action in flight per journey, ``concurrency`` in all)."""
+        action in flight per journey, ``concurrency`` in all: a large bound, since an update to
+        a journey that is itself waiting, for a database connection say, must not hold up the
+        facts of the others, as a real booking system's webhooks would not)."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.concurrency)
         rows = await self.pool.fetch(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time as _time
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -68,7 +69,7 @@ class SimulationConfig:
     rates: NoiseRates = field(default_factory=NoiseRates)
     arrival_share: float = 1.0
     poll_interval: float | None = None
-    concurrency: int = 48
+    concurrency: int = 500
     clinic_prefix: str = ""
     """Put before the clinic id (``sim-`` on a shared stack: the real clinic is never changed)."""
     command: str = "journey simulate"
@@ -200,6 +201,34 @@ async def _enrol(
     )
     result = await service.enrol(request, caller="simulation")
     integration.patients[result.workflow_id] = arrival.index
+
+
+def _failed_attempts(stack: SimStack) -> dict[str, int]:
+    """Activity attempts the started worker logged as failed, by activity (a timeout waiting
+    for a database connection, a contention): retried, never lost, but each one delays its
+    journey."""
+    log = stack.folder / "worker.log" if stack.folder is not None else None
+    if log is None or not log.exists():
+        return {}
+    found: dict[str, int] = {}
+    with log.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if "Completing activity as failed" in line:
+                match = re.search(r"'activity_type': '([a-z_]+)'", line)
+                name = f"failed_attempts_{match.group(1) if match else 'other'}"
+                found[name] = found.get(name, 0) + 1
+    return dict(sorted(found.items()))
+
+
+async def _terminate(stack: SimStack, workflow_ids: list[str]) -> None:
+    gate = asyncio.Semaphore(16)
+
+    async def one(wf: str) -> None:
+        async with gate:
+            with contextlib.suppress(Exception):  # closed already: nothing to do
+                await stack.client.get_workflow_handle(wf).terminate("season simulation over")
+
+    await asyncio.gather(*(one(wf) for wf in workflow_ids))
 
 
 async def run_simulation(
@@ -353,6 +382,7 @@ async def run_simulation(
         run["cpu_ms_per_journey_driver"] = round(1000 * cpu.get("driver", 0.0) / enrolled, 1)
     if not stack.own:
         run["note"] = "connected to a running stack: only this process's CPU is measured"
+    run.update(_failed_attempts(stack))
     data = ReportData(
         title=f"Season simulation: {collected['clinic_name']}",
         command=config.command,
@@ -369,6 +399,9 @@ async def run_simulation(
         **collected,
     )
     paths = write_report(data, config.out)
+    if not stack.own:
+        # On a shared stack the simulated journeys would go on running on the sandbox clock.
+        await _terminate(stack, list(integration.patients))
     if section is None and config.devices is None:
         console.print("[yellow]![/yellow] the clinic has no [scheduling] section: no capacity")
     return SimulationResult(audit, data, paths, wall, cpu)
