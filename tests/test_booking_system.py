@@ -492,3 +492,42 @@ async def _timeline(world: World, pid: str) -> list[str]:
 async def _flagged(world: World, pid: str) -> dict[str, Any] | None:
     detail = await world.journey(pid)
     return detail if "no_show" in detail["status"].get("flags", []) else None
+
+
+async def test_windows_published_before_registration_reach_the_booking_system(
+    world: World,
+) -> None:
+    # The booking system is off while a journey publishes its window.
+    r = await world.api.delete(f"/api/booking/{CLINIC}/system", headers=world.auth())
+    assert r.status_code in (200, 204), r.text
+    pid = await world.enrol()
+
+    async def published() -> int | None:
+        found: int | None = await world.pool.fetchval(
+            "SELECT min(id) FROM journey_events WHERE workflow_id = $1 AND kind = 'session_window'",
+            f"journey-{pid}",
+        )
+        return found
+
+    event_id = await eventually(published, timeout=60)
+
+    async def fanned_out() -> bool:
+        left = await world.pool.fetchval(
+            "SELECT count(*) FROM webhook_fanout WHERE event_id = $1", event_id
+        )
+        return left == 0
+
+    # The dispatcher has fanned the window out (to nobody: the booking system is off).
+    await eventually(fanned_out, timeout=30)
+    assert pid not in world.fake.windows
+    # Registered again: the open window goes out to it (the same event, the same webhook-id).
+    r = await world.api.put(
+        f"/api/booking/{CLINIC}/system",
+        json={"base_url": world.fake.base_url, "webhook_url": world.fake.url},
+        headers=world.auth(),
+    )
+    assert r.status_code == 200, r.text
+    world.fake.inbound_secret = r.json()["inbound_secret"]
+    world.fake.outbound_secret = r.json()["outbound_secret"]
+    window = await world.window(pid)
+    assert window["session"] == 1 and window["window_id"] == f"evt_{event_id}"

@@ -159,9 +159,35 @@ async def register(
             subscriber_id,
             description,
         )
+        # Windows published before the booking system was registered (or while it was off)
+        # would never reach it: fan the latest open window of each journey out again. The
+        # fan-out skips subscribers that already have a delivery of that event.
+        await conn.execute(_REFAN_OPEN_WINDOWS, clinic_id)
         row = await conn.fetchrow(_REGISTRATION, clinic_id)
     assert row is not None  # written above in the same transaction
     return Registration(**dict(row)), secret
+
+
+# The latest ``session_window`` of each open journey of the clinic, unless a booking of that
+# session came after it (the same event ids: receivers de-duplicate by ``webhook-id``).
+_REFAN_OPEN_WINDOWS = """
+INSERT INTO webhook_fanout (event_id)
+SELECT w.id
+FROM journeys j
+JOIN LATERAL (
+    SELECT e.id, e.data FROM journey_events e
+    WHERE e.workflow_id = j.workflow_id AND e.kind = 'session_window'
+    ORDER BY e.id DESC LIMIT 1
+) w ON true
+WHERE j.clinic_id = $1
+  AND j.stage NOT IN ('excluded', 'completed', 'withdrawn')
+  AND NOT EXISTS (
+      SELECT 1 FROM journey_events b
+      WHERE b.workflow_id = j.workflow_id AND b.id > w.id
+        AND b.kind IN ('session_booked', 'rescheduled')
+  )
+ON CONFLICT DO NOTHING
+"""
 
 
 async def disable(pool: asyncpg.Pool, clinic_id: str) -> Registration | None:
