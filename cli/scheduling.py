@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from api.service import JourneyService
-    from scheduling.resources import ClinicScheduling
+    from scheduling.resources import SchedulingSetup
 
 __all__ = ["register"]
 
@@ -51,7 +51,7 @@ def _hours_text(hours: Any) -> str:
     return "; ".join(parts) or "never"
 
 
-def _setup_table(clinic_id: str, got: ClinicScheduling) -> Table:
+def _setup_table(clinic_id: str, got: SchedulingSetup) -> Table:
     from rich.table import Table
 
     table = Table(
@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         """The clinic's scheduling set-up."""
         clinic_id = _clinic(clinic)
 
-        async def work(service: JourneyService) -> ClinicScheduling | None:
+        async def work(service: JourneyService) -> SchedulingSetup | None:
             from scheduling import store
 
             if (

@@ -38,9 +38,18 @@ import json
 import tomllib
 from datetime import date, time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from workflows.booking import ResourceKind
 from workflows.bounds import ClinicDate, safe_text
@@ -54,11 +63,14 @@ else:
 
 __all__ = [
     "DEFAULT_HOURS",
+    "LOCAL_TIME_PATTERN",
     "WEEKDAYS",
     "ClinicScheduling",
     "Closure",
+    "LocalTime",
     "Resource",
     "SchedulingFileError",
+    "SchedulingSetup",
     "SlotRules",
     "TimeRange",
     "WeekHours",
@@ -79,12 +91,25 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _hhmm(t: time) -> str:
+    return t.strftime("%H:%M:%S" if t.second else "%H:%M")
+
+
+LOCAL_TIME_PATTERN: Final = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"
+LocalTime = Annotated[
+    time,
+    PlainSerializer(_hhmm, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": LOCAL_TIME_PATTERN, "examples": ["09:00"]}),
+]
+"""A local wall time, ``"HH:MM"`` in JSON (no offset: local to the clinic's zone)."""
+
+
 class TimeRange(_Model):
     """A local time range ``[start, end)`` within one day; written ``"09:00-17:00"`` or as a
     mapping ``{start = "09:00", end = "17:00"}``."""
 
-    start: time
-    end: time
+    start: LocalTime
+    end: LocalTime
 
     @model_validator(mode="before")
     @classmethod
@@ -238,10 +263,20 @@ class SlotRules(_Model):
         return self.slot_minutes.get(pore_grade, default)  # type: ignore[call-overload, no-any-return]
 
 
-class ClinicScheduling(SlotRules):
-    """The clinic file's ``[scheduling]`` section: rules, default hours, resources, closures."""
+class SchedulingSetup(SlotRules):
+    """A clinic's set-up as stored and shown (API, CLI): rules, default hours, resources,
+    closures. No cross-checks: staff may leave it short of what a session needs (the search
+    then finds nothing)."""
 
     hours: WeekHours = DEFAULT_HOURS
+    resources: list[Resource] = []
+    closures: list[Closure] = []
+
+
+class ClinicScheduling(SchedulingSetup):
+    """The clinic file's ``[scheduling]`` section: rules, default hours, resources, closures,
+    checked as a whole."""
+
     resources: list[Resource] = Field(default=[], max_length=MAX_RESOURCES)
     closures: list[Closure] = Field(default=[], max_length=MAX_CLOSURES)
 

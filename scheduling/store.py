@@ -29,6 +29,7 @@ from scheduling.resources import (
     ClinicScheduling,
     Closure,
     Resource,
+    SchedulingSetup,
     SlotRules,
     TimeRange,
     WeekHours,
@@ -588,14 +589,14 @@ async def free_times(
 # ---------------------------------------------------------------- resources (API, CLI)
 
 
-async def get_scheduling(conn: Executor, clinic_id: str) -> ClinicScheduling:
+async def get_scheduling(conn: Executor, clinic_id: str) -> SchedulingSetup:
     """The clinic's whole scheduling set-up, as the clinic file's section would say it."""
     rules = await get_rules(conn, clinic_id)
     hours = await _hours(conn, clinic_id)
-    # Stored rows were validated one by one; the whole may not pass the file's cross-checks
-    # (staff deactivated the only laser, say), and is shown as it is.
-    return ClinicScheduling.model_construct(
-        **dict(rules),
+    # Not ClinicScheduling: the whole may not pass the file's cross-checks (staff deactivated
+    # the only laser, say), and is shown as it is.
+    return SchedulingSetup(
+        **rules.model_dump(),
         hours=hours.get("", DEFAULT_HOURS),
         resources=await list_resources(conn, clinic_id, include_inactive=True),
         closures=await list_closures(conn, clinic_id),

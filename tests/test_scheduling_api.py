@@ -69,7 +69,7 @@ async def test_resources_crud_permissions_and_bounds(stack: Stack) -> None:  # n
         "prac-cd",
     ]
     assert got["turnover_minutes"] == 10 and got["hours"]["mon"] == [
-        {"start": "09:00:00", "end": "17:00:00"}
+        {"start": "09:00", "end": "17:00"}
     ]
     # Reception sees the set-up but may not change it.
     assert (await s.http.get(base, headers=s.auth(s.staff))).status_code == 200

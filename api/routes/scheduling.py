@@ -24,14 +24,15 @@ from scheduling import store as slots
 from scheduling.preferences import SlotPreferences
 from scheduling.resources import (
     RESOURCE_ID_PATTERN,
-    ClinicScheduling,
     Closure,
     Label,
+    LocalTime,
     Resource,
+    SchedulingSetup,
     SlotRules,
     WeekHours,
 )
-from workflows.booking import FreeTime, ResourceKind, SlotRelease
+from workflows.booking import FreeTime, ResourceKind, SlotRelease, SlotResource
 from workflows.booking_window import allowed_days
 from workflows.bounds import ClinicDate, Int64, safe_text
 from workflows.calendar import clinic_today
@@ -86,6 +87,20 @@ class ClosureIn(_In):
     resource_id: str | None = Field(default=None, pattern=RESOURCE_ID_PATTERN)
 
 
+class FreeTimeOut(BaseModel):
+    """A free start: ``on`` + ``local_time`` go to the reschedule request as ``new_date`` +
+    ``new_time``."""
+
+    on: date
+    starts_at: datetime
+    local_time: LocalTime
+    resources: list[SlotResource] = []
+
+    @classmethod
+    def of(cls, f: FreeTime) -> FreeTimeOut:
+        return cls(on=f.on, starts_at=f.starts_at, local_time=f.local_time, resources=f.resources)
+
+
 class FreeTimesOut(BaseModel):
     """The free start times of one session inside its allowed window."""
 
@@ -93,7 +108,7 @@ class FreeTimesOut(BaseModel):
     capacity_known: bool
     """False: the clinic has no resources on file; only the allowed days are known."""
     allowed_days: list[date]
-    free_times: list[FreeTime]
+    free_times: list[FreeTimeOut]
 
 
 def _not_found(message: str) -> HTTPException:
@@ -113,10 +128,8 @@ async def _known_clinic(service: JourneyService, clinic_id: str) -> None:
 # ---------------------------------------------------------------- the clinic's resources
 
 
-@router.get(
-    "/api/clinics/{clinic_id}/scheduling", response_model=ClinicScheduling, responses=ERRORS
-)
-async def get_scheduling(clinic_id: ClinicIdPath, service: ServiceDep) -> ClinicScheduling:
+@router.get("/api/clinics/{clinic_id}/scheduling", response_model=SchedulingSetup, responses=ERRORS)
+async def get_scheduling(clinic_id: ClinicIdPath, service: ServiceDep) -> SchedulingSetup:
     """The clinic's resources (inactive ones too), default hours, closures and slot rules."""
     await _known_clinic(service, clinic_id)
     return await service.db(slots.get_scheduling(service.pool, clinic_id))
@@ -289,7 +302,12 @@ async def free_times_for(
             ),
         )
     )
-    return FreeTimesOut(session=session, capacity_known=known, allowed_days=days, free_times=times)
+    return FreeTimesOut(
+        session=session,
+        capacity_known=known,
+        allowed_days=days,
+        free_times=[FreeTimeOut.of(f) for f in times],
+    )
 
 
 @router.get(
