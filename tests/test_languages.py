@@ -108,6 +108,8 @@ def test_every_key_the_code_names_is_in_the_english_catalog() -> None:
         ROOT / "api/routes/me.py",
         ROOT / "api/web/routes.py",
         ROOT / "api/web/templates/patient.html",
+        ROOT / "api/web/templates/_clinical_patient.html",
+        ROOT / "api/web/clinical_pages.py",
     ]
     named = {
         key

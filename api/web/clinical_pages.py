@@ -19,6 +19,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response
 from starlette.datastructures import FormData, UploadFile
 
+from activities import repository
+from activities.i18n import translator
 from activities.repository import JourneyRow, StaffRow
 from api import consent, outcomes, photos
 from api.clinical_access import may, refusal_message
@@ -148,7 +150,10 @@ async def patient_context(
     records = await consent.records(pool, patient_id, limit=1)
     last = records[0] if records else None
     closed = row.stage in CLOSED_STAGES
-    language = request.query_params.get("lang")
+    # The page's words in the patient's language; the text to sign in it too when the clinic
+    # has one (docs/languages.md), unless the patient picked another.
+    t = translator(await repository.patient_language(pool, patient_id))
+    language = request.query_params.get("lang") or t.language.split("-")[0]
     text, languages = await consent.text_to_sign(
         pool, row.clinic_id, language, status.consent_required_version if status else None
     )
@@ -160,7 +165,7 @@ async def patient_context(
     booked = bool(status and any(s.state == "booked" for s in status.sessions))
     if reason is not None and row.stage != "paused" and not booked:
         # The stage says "booked" while the journey waits for the signature: say what it is.
-        extra["headline"] = "Your sessions are planned: please sign your consent below."
+        extra["headline"] = t("page.headline.consent_needed")
     return {
         **extra,
         "consent_reason": reason,
@@ -172,8 +177,10 @@ async def patient_context(
         "can_withdraw_consent": not closed and valid,
         "ask_satisfaction": row.stage in outcomes.ASK_SATISFACTION_STAGES and sat is None,
         "satisfaction": sat,
-        "satisfaction_scores": outcomes.SCORES,
-        "clinical_message": PATIENT_MESSAGES.get(request.query_params.get("msg") or ""),
+        "satisfaction_scores": {n: t(f"page.satisfaction.score.{n}") for n in outcomes.SCORES},
+        "clinical_message": t(f"page.flash.{code}")
+        if (code := request.query_params.get("msg") or "") in PATIENT_MESSAGES
+        else None,
     }
 
 
