@@ -406,23 +406,26 @@ def _config(title: str) -> pygal.Config:
 
 
 def utilisation_svg(data: ReportData) -> str:
-    """Device-hours reserved against device-hours open, per week."""
-    config = _config(f"Laser hours per week: reserved against open ({len(data.devices)} device(s))")
+    """Laser hours reserved against laser hours open, per week (and the practitioners' open
+    hours: with one practitioner per session, they can be the tighter limit)."""
+    config = _config(f"Hours per week: lasers reserved against open ({len(data.devices)} laser(s))")
     chart = pygal.Line(config)
-    chart.fill = False
     labels = [w.week.strftime("%d %b %y") for w in data.weeks]
     chart.x_labels = labels
     chart.x_labels_major_every = max(1, len(labels) // 10)
     chart.dots_size = 2
-    chart.add("open (capacity)", [round(w.device_open / 60, 1) for w in data.weeks])
-    chart.add(
-        "reserved (sessions + turnover)", [round(w.device_reserved / 60, 1) for w in data.weeks]
-    )
+    chart.add("laser hours open (capacity)", [round(w.device_open / 60, 1) for w in data.weeks])
     if any(w.practitioner_open for w in data.weeks):
         chart.add(
-            "practitioner hours reserved",
-            [round(w.practitioner_reserved / 60, 1) for w in data.weeks],
+            "practitioner hours open",
+            [round(w.practitioner_open / 60, 1) for w in data.weeks],
+            stroke_style={"dasharray": "6, 4"},
         )
+    chart.add(
+        "laser hours reserved (sessions + turnover)",
+        [round(w.device_reserved / 60, 1) for w in data.weeks],
+        fill=True,
+    )
     return str(chart.render(is_unicode=True))
 
 
@@ -516,8 +519,11 @@ def markdown(data: ReportData, charts: dict[str, str]) -> str:
     if "utilisation" in charts:
         lines += [f"![Laser hours per week]({charts['utilisation']})", ""]
     lines += [
-        "Reserved = the sessions' slots plus turnover in `slot_reservations`; open = each "
-        "active laser's working hours that week, less closures.",
+        "Reserved = the active reservations in `slot_reservations` (the sessions' slots plus "
+        "turnover; a no-show's slot is given back when the journey records it, so it is not "
+        "counted); open = each active laser's working hours that week, less closures. "
+        "Practitioner utilisation: the same for the practitioners (a session holds one of "
+        "each).",
         "",
         "| week | laser h open | laser h reserved | laser utilisation | practitioner utilisation | sessions done | waiting for the season |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -281,8 +281,8 @@ async def run_simulation(
     def table() -> Table:
         t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         t.add_column("enrolled", justify="right")
-        for group in STAGE_GROUPS:
-            t.add_column(group, justify="right")
+        for short in ("screening", "waiting", "treating", "aftercare", "paused", "done", "closed"):
+            t.add_column(short, justify="right")
         t.add_column("events", justify="right")
         t.add_column("events/s", justify="right")
         stages: dict[str, int] = state["stages"]
