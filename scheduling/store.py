@@ -392,6 +392,7 @@ async def _take(
             preferred_on=request.preferred_on,
             preferences=prefs,
             exact_time=request.exact_time,
+            not_before=request.not_before,
             limit=CANDIDATES_PER_ROUND,
         )
         if not candidates:
@@ -448,7 +449,14 @@ async def _next_option(
     after = days[-1] if days else request.preferred_on - timedelta(days=1)
     lo, hi = _span([after], cap.timezone, NEXT_OPTION_DAYS)
     busy = await _busy(conn, request.clinic_id, lo, hi)
-    first = first_free_day(cap, busy, after, duration_minutes=duration, days=NEXT_OPTION_DAYS)
+    first = first_free_day(
+        cap,
+        busy,
+        after,
+        duration_minutes=duration,
+        days=NEXT_OPTION_DAYS,
+        not_before=request.not_before,
+    )
     if not days:
         reason = "No day is allowed for this session now."
     elif request.exact_time is not None:

@@ -222,6 +222,11 @@ async def test_reserve_is_idempotent_and_moves_when_the_days_change(clinic: asyn
     assert len(await active_rows(clinic)) == 2
 
 
+async def test_no_slot_before_the_journeys_now(clinic: asyncpg.Pool) -> None:
+    result = await slots.reserve(clinic, request(not_before=local(MONDAY, 10, 15)))
+    assert result.slot is not None and result.slot.starts_at == local(MONDAY, 10, 30)
+
+
 async def test_exact_time_taken_keeps_the_live_reservation(clinic: asyncpg.Pool) -> None:
     other = await slots.reserve(clinic, request(2, exact_time=time(10, 0)))
     assert other.slot is not None

@@ -60,6 +60,9 @@ class SlotRequest(_Model):
     """The clinic's default start, used when it has no resources on file."""
     duration_minutes: int = Field(default=45, ge=1, le=24 * 60)
     """The protocol's session length, used when the clinic has no slot length on file."""
+    not_before: datetime | None = None
+    """No slot starts before this instant (pass the journey's now: with a booking notice of 0
+    days, today's earlier times are gone). None: no bound."""
 
 
 class SlotResource(_Model):
