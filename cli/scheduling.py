@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
     def load_cmd(
         file: Annotated[Path, typer.Argument(help="Clinic file: .toml, .yaml/.yml or .json.")],
     ) -> None:
-        """Load the clinic file's [scheduling] section (resources no longer in it are
+        """Load the clinic file's scheduling section (resources no longer in it are
         deactivated; closures added by staff are kept)."""
         from scheduling.resources import SchedulingFileError, scheduling_from_file
         from workflows.protocol import ProtocolFileError, load_clinic_protocol
@@ -122,7 +122,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"error: {line}", err=True)
             raise typer.Exit(BAD_INPUT) from None
         if section is None:
-            _fail(f"{file} has no [scheduling] section", BAD_INPUT)
+            _fail(f"{file} has no scheduling section", BAD_INPUT)
         clinic_id = cp.clinic.clinic_id
 
         async def work(service: JourneyService) -> bool:
@@ -197,7 +197,7 @@ def register(app: typer.Typer) -> None:
 
     @resources.command("closure-remove")
     def closure_remove(clinic: str, closure_id: int) -> None:
-        """Remove a closure by its id (``resources list`` shows it)."""
+        """Remove a closure by its id (resources list shows it)."""
         clinic_id = _clinic(clinic)
 
         async def work(service: JourneyService) -> bool:
