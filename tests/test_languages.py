@@ -503,6 +503,14 @@ async def test_the_patient_page_in_german(stack: Stack) -> None:  # noqa: F811
         translator("de")(f"page.headline.{stage}", factor=50)
         for stage in ("screening", "awaiting_season", "scheduled", "session_due")
     }
+    # A form the patient sends without a choice is answered in German too.
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert csrf is not None
+    r = await stack.http.post(
+        f"{link}/reschedule", data={"csrf_token": csrf.group(1), "session_number": "1"}
+    )
+    assert r.status_code == 422, r.text
+    assert "Bitte wählen Sie einen neuen Tag." in r.text
 
 
 def test_the_fhir_patient_names_the_language() -> None:

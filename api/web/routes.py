@@ -1376,6 +1376,8 @@ async def patient_action(request: Request, token: str, action: str) -> Response:
     if action not in ("reschedule", "spf", "reaction"):
         return _error_page(request, 404, "Not found", "There is nothing here.")
     service = _service(request)
+    # What the page answers is in the patient's language (docs/languages.md).
+    t = translator(await repository.patient_language(_pool(request), patient_id))
     row = await repository.get_journey(_pool(request), patient_id)
     if row is None:
         raise JourneyNotFound(patient_id)
@@ -1392,13 +1394,13 @@ async def patient_action(request: Request, token: str, action: str) -> Response:
             slot_date, _, slot_time = _field(form, "slot").partition(" ")
             chosen = _field(form, "other_date") or slot_date or _field(form, "new_date")
             if not chosen:
-                raise _FormError("Please choose a new date.")
+                raise _FormError(t("page.error.choose_date"))
             try:
                 new_time = (
                     time.fromisoformat(slot_time) if slot_time and chosen == slot_date else None
                 )
             except ValueError:
-                raise _FormError("Please choose one of the times shown.") from None
+                raise _FormError(t("page.error.choose_time")) from None
             await service.reschedule(
                 patient_id,
                 number,
@@ -1417,7 +1419,7 @@ async def patient_action(request: Request, token: str, action: str) -> Response:
                 if s.state == "done"
             }
             if number not in done:
-                raise _FormError("Please choose a session that took place.")
+                raise _FormError(t("page.error.choose_done_session"))
             at = done[number]
             day = max(0, min((today - at.date()).days if at else 0, 60))
             kind = _field(form, "reaction")
@@ -1429,10 +1431,11 @@ async def patient_action(request: Request, token: str, action: str) -> Response:
             elif kind in ("expected", "prolonged", "none"):
                 await service.report_reaction(patient_id, number, day, kind)
             else:
-                raise _FormError("Please say how your skin is.")
+                raise _FormError(t("page.error.say_skin"))
     except RequestRefused as refused:
         if isinstance(refused, FactKept):
-            refused.reasons = [*refused.reasons, _KEPT_FOR_STAFF]
+            kept = Reason(rule=_KEPT_FOR_STAFF.rule, message=t("page.error.kept_for_staff"))
+            refused.reasons = [*refused.reasons, kept]
         return await _patient_page(
             request,
             token,
