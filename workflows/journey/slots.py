@@ -102,6 +102,8 @@ async def reserve(
         timezone=fx.cp.clinic.timezone,
         default_start=fx.cp.clinic.session_start,
         duration_minutes=_duration(fx),
+        # Journey time: a slot earlier today that has passed is not free.
+        not_before=fx.now(),
     )
     result: SlotResult = await workflow.execute_local_activity(
         "reserve_slot",
