@@ -19,11 +19,11 @@ day (``Locale.first_week_day``: Monday in Germany, France, Spain and Britain, Su
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from functools import cache
 from pathlib import Path
-from typing import Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
 from zoneinfo import ZoneInfo
 
 from babel import Locale
@@ -158,6 +158,20 @@ class Translator:
         except parameters that are already markup (:meth:`strong`)."""
         escaped = {k: v if isinstance(v, Markup) else escape(v) for k, v in params.items()}
         return Markup(escape(self.text(key)).format_map(_Params(escaped)))
+
+    def reason(self, rule: str, message: str) -> str:
+        """Why a request was refused, for the patient: English keeps the rule's own sentence
+        (``workflows.reasons.Reason.message``, with its dates); another language says it in
+        general words (``rule.<rule>.explain`` of its own catalog) when it has them, else the
+        English sentence."""
+        key = f"rule.{rule}.explain"
+        if self.language.startswith("en") or key not in catalog(self.language):
+            return message
+        return self(key)
+
+    def reasons_text(self, reasons: Iterable[Any]) -> str:
+        """Several refusals (objects with ``rule`` and ``message``) as one text."""
+        return " ".join(self.reason(r.rule, r.message) for r in reasons)
 
     @staticmethod
     def strong(value: object) -> Markup:

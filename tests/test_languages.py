@@ -308,6 +308,16 @@ def test_a_missing_translation_falls_back_to_english_and_is_listed() -> None:
     assert Translator("fr")("greeting", name="Ada") == "Hello Ada"
 
 
+def test_refusals_are_explained_in_the_language() -> None:
+    sentence = "The clinic is closed on Saturdays and Sundays."
+    assert translator("de").reason("closed_day", sentence) == (
+        "An diesem Wochentag behandelt die Klinik nicht."
+    )
+    assert translator("en").reason("closed_day", sentence) == sentence  # with its dates
+    assert translator("en-US").reason("closed_day", sentence) == sentence
+    assert translator("fr").reason("some_new_rule", "In English.") == "In English."
+
+
 def test_en_us_falls_back_to_english_words_with_its_own_dates() -> None:
     t = translator("en-US")
     assert t("msg.session_reminder.subject") == "Reminder of your session"
@@ -494,8 +504,19 @@ async def test_the_patient_page_in_german(stack: Stack) -> None:  # noqa: F811
     assert "<title>Ihr Behandlungsplan</title>" in html
     assert "Sonnenschutz" in html and "Verwenden Sie nach Ihrer letzten Sitzung 2 Monate" in html
     assert "Diese Seite ist nur für Sie" in html
-    for english in ("Your plan", "Sun protection", "What to expect", "here is your plan"):
+    for english in (
+        "Your plan",
+        "Sun protection",
+        "What to expect",
+        "here is your plan",
+        "The clinic is closed on",
+        "not available",
+    ):
         assert english not in html, english
+    # The reschedule calendar: German weekdays from Monday, the refusals explained in German.
+    assert '<div class="cal-head" aria-hidden="true"><span>Mo</span><span>Di</span>' in html
+    assert "Warum manche Tage nicht möglich sind" in html
+    assert "An diesem Wochentag behandelt die Klinik nicht." in html
     token = link.removeprefix("/p/")
     me = await stack.http.get("/api/me/journey", headers={"Authorization": f"Bearer {token}"})
     assert me.status_code == 200, me.text

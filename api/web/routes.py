@@ -20,6 +20,7 @@ and signals, and a refusal is shown next to the form that asked, with every reas
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import secrets
 import uuid
@@ -1207,6 +1208,11 @@ async def _patient_page(
     cp = await _clinic_protocol(request, row.clinic_id)
     tz = cp.clinic.timezone
     spf_factor = cp.protocol.spf_factor
+    # The workflow's refusals in the patient's language where the catalog explains the rule.
+    errors = {
+        form: [Reason(rule=r.rule, message=t.reason(r.rule, r.message)) for r in found]
+        for form, found in (errors or {}).items()
+    }
     if flash in PATIENT_MESSAGES:
         message = t(f"page.flash.{flash}", factor=spf_factor)
     status = views.journey_status(row)
@@ -1289,7 +1295,10 @@ async def _patient_page(
             "weeks": views.calendar_weeks(options, first_weekday=t.first_week_day),
             "weekday_heads": t.weekday_names(),
             "calendar_weeks_count": RESCHEDULE_DAYS // 7,
-            "groups": views.group_refusals(options, date_text=t.long_date),
+            "groups": [
+                dataclasses.replace(g, message=t.reason(g.rule, g.message))
+                for g in views.group_refusals(options, date_text=t.long_date)
+            ],
             "allowed_count": sum(1 for o in options if o.allowed),
             "free_times": free_times,
             "trips_unknown": trips is None,
