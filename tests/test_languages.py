@@ -110,6 +110,7 @@ def test_every_key_the_code_names_is_in_the_english_catalog() -> None:
         ROOT / "api/web/templates/patient.html",
         ROOT / "api/web/templates/_clinical_patient.html",
         ROOT / "api/web/clinical_pages.py",
+        ROOT / "api/web/templates/base.html",
     ]
     named = {
         key
@@ -504,6 +505,7 @@ async def test_the_patient_page_in_german(stack: Stack) -> None:  # noqa: F811
     assert "<title>Ihr Behandlungsplan</title>" in html
     assert "Sonnenschutz" in html and "Verwenden Sie nach Ihrer letzten Sitzung 2 Monate" in html
     assert "Diese Seite ist nur für Sie" in html
+    assert "Zum Inhalt springen" in html
     for english in (
         "Your plan",
         "Sun protection",
