@@ -181,7 +181,7 @@ def test_the_session_reminder_in_english_and_german() -> None:
 def test_clinical_values_come_from_the_parameters() -> None:
     params = {**PARAMS, "spf_factor": "30", "recovery_days_min": "2", "recovery_days_max": "4"}
     de = render("aftercare", params, patient_name=None, patient_id="p_x", language="de")
-    assert "LSF 30" in de.body and "für 2 bis 4 Tage" in de.body
+    assert "LSF 30" in de.body and "sind 2 bis 4 Tage lang normal" in de.body
     fr = render("aftercare", params, patient_name=None, patient_id="p_x", language="fr")
     assert "SPF 30" in fr.body and "pendant 2 à 4\u00a0jours" in fr.body  # babel: a no-break space
     es = render("spf_reminder", params, patient_name=None, patient_id="p_x", language="es")
