@@ -70,7 +70,7 @@ def simulate(
             min=0,
             max=1,
             help=f"{RATES_HELP} per booked session: the patient asks to move it 2–10 days "
-            "later, a few days before.",
+            "later, once it is booked (two days or more before it).",
         ),
     ] = 0.08,
     prolonged: Annotated[

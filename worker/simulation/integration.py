@@ -8,7 +8,7 @@ their facts late, and the lateness would show up as no-shows the product did not
 
 * a no-show: the completion is not reported (the journey notices at the end of the day plus
   its grace, then rebooks);
-* a reschedule: a few simulated days before a booked session the patient asks for a later day;
+* a reschedule: once a session is booked (and still two days or more away) the patient asks for a later day;
 * a prolonged reaction: the check-in says so (the journey pauses for a clinician);
 * an adverse event: a clinician reports one the day after a session (the journey pauses);
 * a paused journey is resumed by the clinician ``resume_after_days`` simulated days later;
@@ -212,7 +212,7 @@ class SimIntegration(DemoIntegration):
             return True  # nothing else happens to a paused journey
         zone = ZoneInfo(status.get("timezone") or "UTC")
         today = sim_now.astimezone(zone).date()
-        # A reschedule asked a few days before a booked session.
+        # A reschedule, asked once the session is booked and still two days or more away.
         if stage == "scheduled":
             booked = next((s for s in sessions if s["state"] == "booked"), None)
             if booked is not None:

@@ -9,8 +9,8 @@ Rates (defaults in :class:`NoiseRates`), per booked session unless said otherwis
 
 * ``no_show`` 5 %: the patient does not come; nothing is reported and the journey records the
   no-show at the end of the day plus its grace, then rebooks within the rules;
-* ``reschedule`` 8 %: a few days before the session the patient asks to move it 2–10 days
-  later (the journey answers with the new plan, or refuses with its rules);
+* ``reschedule`` 8 %: once the session is booked (two days or more before it) the patient asks
+  to move it 2–10 days later (the journey answers with the new plan, or refuses with its rules);
 * ``prolonged_reaction`` 3 %: the recovery check-in reports a prolonged reaction (the journey
   pauses for a clinician); the clinician resumes it ``resume_after_days`` later;
 * ``adverse_event`` 1 %: a clinician reports a mild or moderate adverse event during the
