@@ -159,6 +159,8 @@ def render(
     match kind:
         case "booking_confirmation" | "session_reminder" | "session_rebooked":
             text = t(f"msg.{kind}.body", session=session, when=when) + _arrive_line(t, params)
+            if kind == "session_reminder":
+                text += "\n\n" + t("msg.session_reminder.reply")
         case "aftercare":
             low, high = params.get("recovery_days_min"), params.get("recovery_days_max")
             recovery = (

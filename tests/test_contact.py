@@ -194,7 +194,7 @@ async def test_stop_opts_out_at_once_with_a_confirmation_and_start_opts_back_in(
     assert await dispatcher.run_once() == 2
     bodies = [m.body for m in c.provider.sent[2:]]
     assert any("again" in b and "Reply STOP" in b for b in bodies)
-    assert any("Reminder" in b or "Your session on" in b for b in bodies)
+    assert any("Reminder" in b or "Your session is on" in b for b in bodies)
     assert dispatcher.counts == {"sent": 4, "opted_out": 1}
 
 

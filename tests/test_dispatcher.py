@@ -343,7 +343,7 @@ def test_arrive_early_line_only_with_numbing_cream() -> None:
     line = "Please arrive 20 minutes early for the numbing cream."
     with_cream = render("session_reminder", NUMBING, patient_name="Ada", patient_id="p_x")
     without = render("session_reminder", SESSION, patient_name="Ada", patient_id="p_x")
-    assert "Your session on Tuesday 3 March at 09:00. " + line in with_cream.body
+    assert "Your session is on Tuesday 3 March at 09:00. " + line in with_cream.body
     assert "numbing" not in without.body and "arrive" not in without.body
     assert "Tuesday 3 March at 09:00." in without.body
 

@@ -167,14 +167,16 @@ def test_the_session_reminder_in_english_and_german() -> None:
     de = render("session_reminder", params, **common, language="de")
     assert en.subject == "Reminder of your session"
     assert en.body == (
-        "Dear Ada Lovelace,\n\nYour session on Tuesday 3 March at 09:00. Please arrive 20 "
-        "minutes early for the numbing cream.\n\nPore Clinic\n"
+        "Dear Ada Lovelace,\n\nYour session is on Tuesday 3 March at 09:00. Please arrive 20 "
+        "minutes early for the numbing cream.\n\nReply YES to confirm, R to ask for another "
+        "time, or STOP to receive no more messages here.\n\nPore Clinic\n"
     )
     assert de.subject == "Erinnerung an Ihre Sitzung"
     assert de.body == (
         "Guten Tag Ada Lovelace,\n\nIhre Sitzung ist am Dienstag, 3. März um 09:00 Uhr. "
         "Bitte kommen Sie 20 Minuten früher, damit die Betäubungscreme einwirken kann.\n\n"
-        "Pore Clinic\n"
+        "Antworten Sie JA zur Bestätigung, R für einen anderen Termin oder STOP, wenn Sie hier "
+        "keine Nachrichten mehr erhalten möchten.\n\nPore Clinic\n"
     )
 
 
