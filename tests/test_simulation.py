@@ -307,3 +307,43 @@ async def test_a_small_season_end_to_end(
     assert "![Laser hours per week](utilisation.svg)" in report
     assert result.paths["utilisation"].read_text().startswith("<svg")
     assert json.loads(result.paths["summary"].read_text())["audit"]["double_booked"] == 0
+
+
+def test_simulate_help_states_the_rates_and_defaults() -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    result = CliRunner().invoke(app, ["simulate", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for option, default in (
+        ("--no-show", "0.05"),
+        ("--reschedule", "0.08"),
+        ("--prolonged", "0.03"),
+        ("--adverse", "0.01"),
+        ("--withdrawal", "0.03"),
+        ("--devices", ""),
+        ("--time-scale", "45000"),
+    ):
+        assert option in text
+        assert default in text
+
+
+def test_simulate_refuses_bad_input_before_starting_anything(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    journey = Path(sys.executable).with_name("journey")
+    bad_date = subprocess.run(
+        [str(journey), "simulate", "--from", "someday"], capture_output=True, text=True
+    )
+    assert bad_date.returncode == 2
+    assert "error: --from 'someday' is not a date" in bad_date.stderr
+    broken = tmp_path / "clinic.toml"
+    broken.write_text("[clinic]\nclinic_id = 'x'\nnot_a_key = 1\n")
+    bad_file = subprocess.run(
+        [str(journey), "simulate", "--clinic", str(broken)], capture_output=True, text=True
+    )
+    assert bad_file.returncode == 2
+    assert bad_file.stderr.startswith("error: ")
