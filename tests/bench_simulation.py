@@ -77,7 +77,14 @@ async def season(s: Stack, args: argparse.Namespace) -> SimulationResult:
         await wait_for_worker(s.client, tq)
         await asyncio.sleep(1.0)  # imports done: CPU from here is the season's
         processes = {**s.procs, "postgres": s.postgres}
-        sim = SimStack(s.client, s.pool, settings, own=True, processes=processes)
+        sim = SimStack(
+            s.client,
+            s.pool,
+            settings,
+            own=True,
+            processes=processes,
+            worker_log=s.folder / f"worker-{tq}.log",
+        )
         console = Console(stderr=True) if args.live else Console(file=io.StringIO())
         result = await run_simulation(sim, config, console, live=args.live)
     return result

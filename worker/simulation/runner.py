@@ -207,7 +207,7 @@ def _failed_attempts(stack: SimStack) -> dict[str, int]:
     """Activity attempts the started worker logged as failed, by activity (a timeout waiting
     for a database connection, a contention): retried, never lost, but each one delays its
     journey."""
-    log = stack.folder / "worker.log" if stack.folder is not None else None
+    log = stack.worker_log
     if log is None or not log.exists():
         return {}
     found: dict[str, int] = {}
@@ -217,7 +217,7 @@ def _failed_attempts(stack: SimStack) -> dict[str, int]:
                 match = re.search(r"'activity_type': '([a-z_]+)'", line)
                 name = f"failed_attempts_{match.group(1) if match else 'other'}"
                 found[name] = found.get(name, 0) + 1
-    return dict(sorted(found.items()))
+    return {"failed_activity_attempts": sum(found.values()), **dict(sorted(found.items()))}
 
 
 async def _terminate(stack: SimStack, workflow_ids: list[str]) -> None:

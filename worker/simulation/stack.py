@@ -94,6 +94,8 @@ class SimStack:
     folder: Path | None = None
     processes: dict[str, Any] = field(default_factory=dict)
     """psutil processes by name (``server``, ``postgres``, ``worker``); empty when connected."""
+    worker_log: Path | None = None
+    """The started worker's log (its failed activity attempts are counted in the report)."""
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far by process (``driver`` is this process)."""
@@ -207,7 +209,7 @@ async def own_stack(settings: Settings, *, keep: bool = False) -> AsyncIterator[
         with contextlib.suppress(OSError, ValueError, psutil.Error):
             postmaster = int((folder / "pg" / "postmaster.pid").read_text().split()[0])
             processes["postgres"] = psutil.Process(postmaster)
-        yield SimStack(client, pool, sim_settings, True, folder, processes)
+        yield SimStack(client, pool, sim_settings, True, folder, processes, folder / "worker.log")
     finally:
         if worker is not None:
             await asyncio.to_thread(_stop_process, worker)
