@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 from rich.console import Console
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from activities.repository import upsert_clinic
@@ -25,7 +26,7 @@ from worker.simulation.arrivals import generate_arrivals
 from worker.simulation.audit import AUDIT_RULES, run_audit
 from worker.simulation.noise import NoiseRates, SeededNoise
 from worker.simulation.runner import SimulationConfig, _with_devices, run_simulation
-from worker.simulation.stack import SimStack
+from worker.simulation.stack import connected_stack
 from workflows.protocol import clinic_protocol_from_dict
 
 EXAMPLE_CLINIC = PROJECT_ROOT / "examples" / "clinic.toml"
@@ -277,7 +278,6 @@ async def test_a_small_season_end_to_end(
         temporal_task_queue=task_queue,
         database_url=pg_dsn,
     )
-    stack = SimStack(dev_env.client, pg_pool, settings, own=False)
     config = SimulationConfig(
         patients=20,
         start=date(2027, 9, 1),
@@ -290,7 +290,12 @@ async def test_a_small_season_end_to_end(
         rates=NoiseRates(no_show=0.1, reschedule=0.15, prolonged_reaction=0.05, withdrawal=0.05),
         clinic_prefix="t-",
     )
-    async with new_worker(dev_env.client, build_activities(pg_pool), task_queue=task_queue):
+    # As `journey simulate --connect` runs: the stack of the settings, its worker polling.
+    async with (
+        new_worker(dev_env.client, build_activities(pg_pool), task_queue=task_queue),
+        connected_stack(settings) as stack,
+    ):
+        assert not stack.own
         result = await run_simulation(stack, config, Console(file=io.StringIO()), live=False)
     assert result.data.run["patients_enrolled"] == 20
     assert result.data.run["enrolment_errors"] == 0
@@ -307,6 +312,13 @@ async def test_a_small_season_end_to_end(
     assert "![Laser hours per week](utilisation.svg)" in report
     assert result.paths["utilisation"].read_text().startswith("<svg")
     assert json.loads(result.paths["summary"].read_text())["audit"]["double_booked"] == 0
+    # On a shared stack the simulated journeys do not go on running after the season.
+    still_open = await pg_pool.fetchval(
+        "SELECT workflow_id FROM journeys WHERE clinic_id = 't-paris-01' "
+        "AND stage NOT IN ('completed', 'withdrawn', 'excluded') LIMIT 1"
+    )
+    described = await dev_env.client.get_workflow_handle(still_open).describe()
+    assert described.status == WorkflowExecutionStatus.TERMINATED
 
 
 def test_simulate_help_states_the_rates_and_defaults() -> None:
