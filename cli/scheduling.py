@@ -178,22 +178,41 @@ def register(app: typer.Typer) -> None:
             )
             _fail(message, BAD_INPUT)
 
-        async def work(service: JourneyService) -> Closure | str:
+        async def work(service: JourneyService) -> tuple[Closure, list[dict[str, Any]]] | str:
             from scheduling import store
 
             try:
-                return await service.db(store.add_closure(service.pool, clinic_id, closure))
+                stored = await service.db(store.add_closure(service.pool, clinic_id, closure))
             except LookupError as error:
                 return str(error)
+            timezone = await service.pool.fetchval(
+                "SELECT protocol->'clinic'->>'timezone' FROM clinics WHERE clinic_id = $1",
+                clinic_id,
+            )
+            async with service.pool.acquire() as conn:
+                held = await store.held_during(conn, clinic_id, stored, timezone or "UTC")
+            return stored, [{**dict(r), "starts_at": r["starts_at"].isoformat()} for r in held]
 
         got = _run(work)
         if isinstance(got, str):
             _fail(got, NOT_FOUND)
-        _emit(
-            got.model_dump(mode="json"),
-            as_json,
-            lambda: f"Closure #{got.id}: {got.starts_on} – {got.ends_on} ({got.reason}).",
-        )
+        stored, held = got
+
+        def text() -> str:
+            lines = [
+                f"Closure #{stored.id}: {stored.starts_on} – {stored.ends_on} ({stored.reason})."
+            ]
+            if held:
+                lines.append(
+                    f"{len(held)} booked session(s) on those days are not moved; reschedule them:"
+                )
+                lines += [
+                    f"  {h['patient_id']} session {h['session_number']} at {h['starts_at']}"
+                    for h in held
+                ]
+            return "\n".join(lines)
+
+        _emit({**stored.model_dump(mode="json"), "held_sessions": held}, as_json, text)
 
     @resources.command("closure-remove")
     def closure_remove(clinic: str, closure_id: int) -> None:

@@ -694,6 +694,33 @@ async def deactivate_resource(conn: Executor, clinic_id: str, resource_id: str) 
     return result != "UPDATE 0"
 
 
+async def held_during(
+    conn: Executor, clinic_id: str, closure: Closure, timezone: str
+) -> list[asyncpg.Record]:
+    """Sessions still holding a slot on a closure's days (a closure added after they were
+    booked does not move them: staff reschedule them). One row per session: patient, course,
+    session, start and the resources held."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT patient_id, course_number, session_number, min(starts_at) AS starts_at,
+               array_agg(resource_id ORDER BY resource_id) AS resources
+        FROM slot_reservations
+        WHERE clinic_id = $1 AND status = 'active'
+          AND (starts_at AT TIME ZONE $2)::date BETWEEN $3 AND $4
+          AND ($5::text IS NULL OR resource_id = $5)
+        GROUP BY patient_id, course_number, session_number
+        ORDER BY min(starts_at), patient_id
+        LIMIT 1000
+        """,
+        clinic_id,
+        timezone,
+        closure.starts_on,
+        closure.ends_on,
+        closure.resource_id,
+    )
+    return rows
+
+
 async def add_closure(
     conn: Executor, clinic_id: str, closure: Closure, *, source: str = "staff"
 ) -> Closure:

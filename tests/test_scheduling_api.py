@@ -164,6 +164,27 @@ async def test_free_times_for_staff_and_patient(stack: Stack) -> None:  # noqa: 
     assert local.weekday() in (1, 3) and local.time() >= time(12)
     assert row["n"] == 2  # a laser and a practitioner
 
+    # A closure added after the booking does not move it: the answer names it for staff.
+    day = local.date().isoformat()
+    base = f"/api/clinics/{CLINIC}/scheduling/closures"
+    r = await s.http.post(
+        base,
+        json={"starts_on": day, "ends_on": day, "reason": "Power cut"},
+        headers=s.auth(),
+    )
+    assert r.status_code == 201, r.text
+    held = r.json()["held_sessions"]
+    assert [(h["patient_id"], h["session_number"]) for h in held] == [(pid, 1)]
+    assert len(held[0]["resources"]) == 2
+    await s.http.delete(f"{base}/{r.json()['id']}", headers=s.auth())
+    r = await s.http.post(
+        base,
+        json={"starts_on": "2099-01-01", "ends_on": "2099-01-02", "reason": "Far away"},
+        headers=s.auth(),
+    )
+    assert r.status_code == 201 and r.json()["held_sessions"] == []
+    await s.http.delete(f"{base}/{r.json()['id']}", headers=s.auth())
+
     r = await s.http.get(f"/api/journeys/{pid}/scheduling-preferences", headers=s.auth())
     assert r.json()["weekdays"] == [1, 3]
     r = await s.http.put(

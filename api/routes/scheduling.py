@@ -182,25 +182,54 @@ async def delete_resource(
         raise _not_found(f"No resource {resource_id!r} in clinic {clinic_id!r}.")
 
 
+class HeldSession(BaseModel):
+    """A booked session that still holds a slot on a closure's days."""
+
+    patient_id: str
+    course_number: int
+    session_number: int
+    starts_at: datetime
+    resources: list[str]
+
+
+class ClosureOut(Closure):
+    """The closure as stored, and the booked sessions on its days: a closure does not move
+    them, staff reschedule each one (the free times of ``/sessions/{n}/free-times``)."""
+
+    held_sessions: list[HeldSession] = Field(default_factory=list)
+
+
 @router.post(
     "/api/clinics/{clinic_id}/scheduling/closures",
     status_code=status.HTTP_201_CREATED,
-    response_model=Closure,
+    response_model=ClosureOut,
     responses=ERRORS,
 )
-async def post_closure(clinic_id: ClinicIdPath, body: ClosureIn, service: ServiceDep) -> Closure:
-    """Add a closure or holiday (existing reservations are not moved: staff reschedule them)."""
+async def post_closure(clinic_id: ClinicIdPath, body: ClosureIn, service: ServiceDep) -> ClosureOut:
+    """Add a closure or holiday. Sessions already booked on its days are not moved: the answer
+    lists them (``held_sessions``) so staff can reschedule each one."""
     await _known_clinic(service, clinic_id)
+    timezone = await service.db(
+        service.pool.fetchval(
+            "SELECT protocol->'clinic'->>'timezone' FROM clinics WHERE clinic_id = $1", clinic_id
+        )
+    )
     try:
         closure = Closure(**body.model_dump())
     except ValueError as error:
         raise InvalidRequest("body", "closure", str(error).splitlines()[-1]) from None
     try:
-        return await service.db(slots.add_closure(service.pool, clinic_id, closure))
+        stored = await service.db(slots.add_closure(service.pool, clinic_id, closure))
     except LookupError as error:
         raise InvalidRequest("body.resource_id", "unknown_resource", str(error)) from None
     except slots.SchedulingLimitError as error:
         raise InvalidRequest("body", "too_many_closures", str(error)) from None
+    async with service.pool.acquire() as conn:
+        held = await service.db(slots.held_during(conn, clinic_id, stored, timezone or "UTC"))
+    return ClosureOut(
+        **stored.model_dump(),
+        held_sessions=[HeldSession(**dict(r)) for r in held],
+    )
 
 
 @router.delete(
