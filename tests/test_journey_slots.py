@@ -134,6 +134,7 @@ async def test_a_full_window_waits_and_never_overbooks(
     for st in waiting:
         assert st.sessions[0].state == "planned"
         assert st.waiting_reason is not None and "No free slot" in st.waiting_reason
+        assert st.stage == "scheduled" and st.next_action_at is not None  # when it asks again
     rows = await active_reservations(pg_pool, clinic_id)
     starts = [r["starts"] for r in rows if r["resource_id"] == "laser-1"]
     assert len(starts) == len(set(starts)) == len(finals) - len(waiting)

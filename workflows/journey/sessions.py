@@ -234,14 +234,13 @@ async def _book_into_slot(fx: Effects, number: int) -> None:
     preferred = s.planned_on if s.planned_on in days else days[0]
     result = await slots.reserve(fx, number, days, preferred)
     if result.slot is None:
+        retry = slots.retry_at(fx)
 
         def waiting() -> Write | None:
-            fx.set_stage("scheduled", f"Session {number}: waiting for a free slot", None)
+            fx.set_stage("scheduled", f"Session {number}: waiting for a free slot", retry)
             return slots.no_slot_write(fx, number, result, days)
 
         await fx.advance(waiting)
-        retry = slots.retry_at(fx)
-        st.next_action_at = retry
         await fx.wait(retry, lambda: st.session(number).state != "planned", "waiting for a slot")
         return
     try:

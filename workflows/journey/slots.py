@@ -193,9 +193,11 @@ def no_slot_write(fx: Effects, number: int, result: SlotResult, days: list[date]
         f"{format_date(days[-1])}: waiting for one (a cancellation frees it).{first_free}"
     )
     marker = f"{st.course_number}:{number}"
-    if st.no_slot_for == marker:
+    # One alert per session until it is booked (``slot_found``); the window in the key keeps a
+    # later episode's alert distinct in the outbox.
+    if st.no_slot_for is not None and st.no_slot_for.startswith(f"{marker}:"):
         return None
-    st.no_slot_for = marker
+    st.no_slot_for = f"{marker}:{days[0].isoformat()}"
     st.flag("waiting_for_slot")
     return Write(
         events=[
@@ -215,7 +217,7 @@ def no_slot_write(fx: Effects, number: int, result: SlotResult, days: list[date]
         notifications=[
             fx.notify(
                 "staff_alert",
-                f"no-slot-{marker}",
+                f"no-slot-{marker}-{days[0].isoformat()}",
                 "staff",
                 alert="no_free_slot",
                 session=str(number),
