@@ -215,6 +215,11 @@ def clinic_add(
     file: Annotated[Path, typer.Argument(help="Clinic file: .toml, .yaml/.yml or .json.")],
 ) -> None:
     """Create or replace a clinic from FILE (journeys already running keep their protocol)."""
+    from activities.clinic_messaging import (
+        MessagingFileError,
+        apply_messaging,
+        messaging_from_file,
+    )
     from activities.repository import upsert_clinic
     from scheduling.resources import SchedulingFileError, scheduling_from_file
     from scheduling.store import sync_clinic
@@ -224,7 +229,8 @@ def clinic_add(
     try:
         cp = load_clinic_protocol(file)
         section = scheduling_from_file(file)
-    except (ProtocolFileError, SchedulingFileError) as error:
+        messaging = messaging_from_file(file)
+    except (ProtocolFileError, SchedulingFileError, MessagingFileError) as error:
         for line in error.problems:
             err_console.print(f"error: {line}", markup=False)
         finish(2)
@@ -235,6 +241,8 @@ def clinic_add(
             await upsert_clinic(pool, cp)
             if section is not None:
                 await sync_clinic(pool, cp.clinic.clinic_id, section)
+            if messaging is not None:
+                await apply_messaging(pool, cp.clinic.clinic_id, messaging)
         resources = (
             f"; {len(section.resources)} scheduling resource(s)" if section is not None else ""
         )

@@ -16,7 +16,7 @@ from workflows.protocol import ClinicProtocol
 
 __all__ = ["ProtocolFileError", "clinic_protocol_from_dict", "load_clinic_protocol"]
 
-SECTIONS_ELSEWHERE = frozenset({"scheduling"})
+SECTIONS_ELSEWHERE = frozenset({"scheduling", "messaging"})
 """Top-level sections of a clinic file read by other modules, left out of the protocol:
 ``scheduling`` (:func:`scheduling.resources.scheduling_from_file`)."""
 
