@@ -185,12 +185,8 @@ def register(app: typer.Typer) -> None:
                 stored = await service.db(store.add_closure(service.pool, clinic_id, closure))
             except LookupError as error:
                 return str(error)
-            timezone = await service.pool.fetchval(
-                "SELECT protocol->'clinic'->>'timezone' FROM clinics WHERE clinic_id = $1",
-                clinic_id,
-            )
             async with service.pool.acquire() as conn:
-                held = await store.held_during(conn, clinic_id, stored, timezone or "UTC")
+                held = await store.held_during(conn, clinic_id, stored)
             return stored, [{**dict(r), "starts_at": r["starts_at"].isoformat()} for r in held]
 
         got = _run(work)

@@ -694,12 +694,11 @@ async def deactivate_resource(conn: Executor, clinic_id: str, resource_id: str) 
     return result != "UPDATE 0"
 
 
-async def held_during(
-    conn: Executor, clinic_id: str, closure: Closure, timezone: str
-) -> list[asyncpg.Record]:
+async def held_during(conn: Executor, clinic_id: str, closure: Closure) -> list[asyncpg.Record]:
     """Sessions still holding a slot on a closure's days (a closure added after they were
     booked does not move them: staff reschedule them). One row per session: patient, course,
     session, start and the resources held."""
+    timezone = await _clinic_timezone(conn, clinic_id) or "UTC"
     rows: list[asyncpg.Record] = await conn.fetch(
         """
         SELECT patient_id, course_number, session_number, min(starts_at) AS starts_at,

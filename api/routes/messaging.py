@@ -23,7 +23,7 @@ import base64
 import hashlib
 import hmac
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 import pydantic
@@ -61,27 +61,16 @@ def provider_signature(token: str, url: str, params: dict[str, str]) -> str:
     return base64.b64encode(digest).decode()
 
 
-@router.post(
-    "/sms-status",
-    response_model=DeliveryStatusOut,
-    responses={
-        401: {"model": schemas.ErrorBody, "description": "Unsigned or badly signed."},
-        422: {"model": schemas.ErrorBody, "description": "No message id or unknown status."},
-        503: {"model": schemas.ErrorBody, "description": "PostgreSQL down; the provider retries."},
-    },
-    openapi_extra={
+def _provider_form(*fields: str) -> dict[str, Any]:
+    """The OpenAPI of a provider's signed form post (the status callback, an inbound SMS)."""
+    return {
         "requestBody": {
             "required": True,
             "content": {
                 "application/x-www-form-urlencoded": {
                     "schema": {
                         "type": "object",
-                        "properties": {
-                            "MessageSid": {"type": "string"},
-                            "MessageStatus": {"type": "string"},
-                            "ErrorCode": {"type": "string"},
-                            "ErrorMessage": {"type": "string"},
-                        },
+                        "properties": {f: {"type": "string"} for f in fields},
                     }
                 }
             },
@@ -94,22 +83,18 @@ def provider_signature(token: str, url: str, params: dict[str, str]) -> str:
                 "schema": {"type": "string"},
             }
         ],
-    },
-)
-async def sms_status(
-    request: Request, service: ServiceDep, settings: SettingsDep
-) -> DeliveryStatusOut:
-    """Record an SMS's delivery status reported by the provider."""
-    body = await request.body()
+    }
+
+
+def _signed_form(request: Request, body: bytes, settings: Settings, url: str) -> dict[str, str]:
+    """The provider's form fields, once its signature over ``url`` and them checked (401 if not)."""
     try:
         params = dict(parse_qsl(body.decode(), keep_blank_values=True))
     except UnicodeDecodeError:
         params = {}
     token = settings.sms_auth_token
     expected = (
-        provider_signature(token.get_secret_value(), settings.sms_status_callback_url, params)
-        if token is not None
-        else None
+        provider_signature(token.get_secret_value(), url, params) if token is not None else None
     )
     given = request.headers.get(SIGNATURE_HEADER, "")
     if expected is None or not hmac.compare_digest(expected.encode(), given.encode()):
@@ -117,6 +102,25 @@ async def sms_status(
             status.HTTP_401_UNAUTHORIZED,
             detail=[{"rule": "bad_signature", "message": "Missing or bad provider signature."}],
         )
+    return params
+
+
+@router.post(
+    "/sms-status",
+    response_model=DeliveryStatusOut,
+    responses={
+        401: {"model": schemas.ErrorBody, "description": "Unsigned or badly signed."},
+        422: {"model": schemas.ErrorBody, "description": "No message id or unknown status."},
+        503: {"model": schemas.ErrorBody, "description": "PostgreSQL down; the provider retries."},
+    },
+    openapi_extra=_provider_form("MessageSid", "MessageStatus", "ErrorCode", "ErrorMessage"),
+)
+async def sms_status(
+    request: Request, service: ServiceDep, settings: SettingsDep
+) -> DeliveryStatusOut:
+    """Record an SMS's delivery status reported by the provider."""
+    body = await request.body()
+    params = _signed_form(request, body, settings, settings.sms_status_callback_url)
     sid = params.get("MessageSid") or params.get("SmsSid")
     new_status = PROVIDER_STATUSES.get(params.get("MessageStatus") or params.get("SmsStatus", ""))
     if not sid or new_status is None:
@@ -247,54 +251,14 @@ async def handle_reply(
         422: {"model": schemas.ErrorBody, "description": "No MessageSid or From."},
         503: {"model": schemas.ErrorBody, "description": "Temporal or PostgreSQL down; retry."},
     },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/x-www-form-urlencoded": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "MessageSid": {"type": "string"},
-                            "From": {"type": "string"},
-                            "To": {"type": "string"},
-                            "Body": {"type": "string"},
-                        },
-                    }
-                }
-            },
-        },
-        "parameters": [
-            {
-                "name": SIGNATURE_HEADER,
-                "in": "header",
-                "required": True,
-                "schema": {"type": "string"},
-            }
-        ],
-    },
+    openapi_extra=_provider_form("MessageSid", "From", "To", "Body"),
 )
 async def sms_reply(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
     """An SMS a patient sent to the clinic's number (the provider's inbound-message webhook)."""
     body = await request.body()
     if len(body) > MAX_REPLY_BYTES:
         raise _invalid("Body", "too_large", "The request is larger than 64 KiB.")
-    try:
-        params = dict(parse_qsl(body.decode(), keep_blank_values=True))
-    except UnicodeDecodeError:
-        params = {}
-    token = settings.sms_auth_token
-    expected = (
-        provider_signature(token.get_secret_value(), sms_reply_url(settings), params)
-        if token is not None
-        else None
-    )
-    given = request.headers.get(SIGNATURE_HEADER, "")
-    if expected is None or not hmac.compare_digest(expected.encode(), given.encode()):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            detail=[{"rule": "bad_signature", "message": "Missing or bad provider signature."}],
-        )
+    params = _signed_form(request, body, settings, sms_reply_url(settings))
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
     sender = params.get("From", "")
     if not sid or not sender or len(sid) > 200 or len(sender) > 64:

@@ -209,11 +209,6 @@ async def post_closure(clinic_id: ClinicIdPath, body: ClosureIn, service: Servic
     """Add a closure or holiday. Sessions already booked on its days are not moved: the answer
     lists them (``held_sessions``) so staff can reschedule each one."""
     await _known_clinic(service, clinic_id)
-    timezone = await service.db(
-        service.pool.fetchval(
-            "SELECT protocol->'clinic'->>'timezone' FROM clinics WHERE clinic_id = $1", clinic_id
-        )
-    )
     try:
         closure = Closure(**body.model_dump())
     except ValueError as error:
@@ -225,7 +220,7 @@ async def post_closure(clinic_id: ClinicIdPath, body: ClosureIn, service: Servic
     except slots.SchedulingLimitError as error:
         raise InvalidRequest("body", "too_many_closures", str(error)) from None
     async with service.pool.acquire() as conn:
-        held = await service.db(slots.held_during(conn, clinic_id, stored, timezone or "UTC"))
+        held = await service.db(slots.held_during(conn, clinic_id, stored))
     return ClosureOut(
         **stored.model_dump(),
         held_sessions=[HeldSession(**dict(r)) for r in held],
