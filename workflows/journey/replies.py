@@ -26,8 +26,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from workflows import calendar
-    from workflows.booking_window import allowed_days
-    from workflows.changes import SessionSlot
+    from workflows.journey import slots
     from workflows.journey.effects import Effects, Write
     from workflows.messages import FactResult, SessionStatus
     from workflows.reasons import Reason
@@ -142,22 +141,8 @@ def _offers(fx: Effects, session: SessionStatus, report: PatientReplyReport) -> 
     any (a clinic without resources on file), the allowed days at the session's time of day
     (not checked against slots: the patient's page checks the slot when the patient picks one).
     """
-    st = fx.state
     tz = fx.cp.clinic.timezone
-    slots = [
-        SessionSlot(number=s.number, on=s.planned_on, done=s.state == "done")
-        for s in st.sessions
-        if s.state != "cancelled"
-    ]
-    days = allowed_days(
-        session.number,
-        slots,
-        fx.cp,
-        today=fx.today(),
-        trips=st.trips,
-        conservative=st.conservative(),
-        earliest=st.earliest_start,
-    )
+    days = slots.window(fx, session.number)
     if report.offers:
         allowed = set(days)
         zone = fx.cp.clinic.tz()

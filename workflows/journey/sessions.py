@@ -17,7 +17,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from workflows import calendar
     from workflows.booking import AppointmentReport, SlotResult
-    from workflows.changes import ChangeCheck, SessionSlot, check_session_change
+    from workflows.changes import ChangeCheck
     from workflows.guards import refusal, stage_words
     from workflows.journey import consent, planning, recovery, slots
     from workflows.journey.effects import Effects, JourneyClosed, Write
@@ -512,20 +512,7 @@ def apply_pre_session_check(fx: Effects, request: PreSessionCheckRequest) -> Wri
 
 
 def check_reschedule(fx: Effects, request: RescheduleRequest) -> ChangeCheck:
-    st = fx.state
-    return check_session_change(
-        request.session_number,
-        request.new_date,
-        [
-            SessionSlot(number=s.number, on=s.planned_on, done=s.state == "done")
-            for s in st.sessions
-            if s.state != "cancelled"
-        ],
-        fx.cp,
-        today=fx.today(),
-        trips=st.trips,
-        conservative=st.conservative(),
-    )
+    return slots.check_day(fx, request.session_number, request.new_date)
 
 
 def reschedule_problems(fx: Effects, request: RescheduleRequest) -> list[Reason]:

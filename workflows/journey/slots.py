@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
         SlotResult,
     )
     from workflows.booking_window import allowed_days
-    from workflows.changes import SessionSlot, check_session_change
+    from workflows.changes import ChangeCheck, SessionSlot, check_session_change
     from workflows.journey import planning
     from workflows.journey.effects import Effects, Write
     from workflows.messages import SessionStatus
@@ -59,6 +59,20 @@ def course_slots(fx: Effects) -> list[SessionSlot]:
         for s in fx.state.sessions
         if s.state != "cancelled"
     ]
+
+
+def check_day(fx: Effects, number: int, on: date) -> ChangeCheck:
+    """The rules' answer to session ``number`` on ``on`` (and the later sessions' new dates)."""
+    st = fx.state
+    return check_session_change(
+        number,
+        on,
+        course_slots(fx),
+        fx.cp,
+        today=fx.today(),
+        trips=st.trips,
+        conservative=st.conservative(),
+    )
 
 
 def window(fx: Effects, number: int) -> list[date]:
@@ -145,15 +159,7 @@ def place_at(
     st = fx.state
     on = calendar.clinic_today(starts_at, fx.cp.clinic.timezone)
     moved: list[int] = []
-    check = check_session_change(
-        number,
-        on,
-        course_slots(fx),
-        fx.cp,
-        today=fx.today(),
-        trips=st.trips,
-        conservative=st.conservative(),
-    )
+    check = check_day(fx, number, on)
     for offset, new_on in enumerate(check.new_dates[1:], start=1):
         later = st.session(number + offset)
         if later.planned_on != new_on and later.state == "planned":
@@ -291,17 +297,8 @@ def window_still_open(fx: Effects, number: int, day: date) -> bool:
 
 def appointment_reasons(fx: Effects, number: int, starts_at: datetime) -> list[Reason]:
     """Why the booking system's appointment for session ``number`` cannot stand (empty: it can)."""
-    st = fx.state
     on = calendar.clinic_today(starts_at, fx.cp.clinic.timezone)
-    check = check_session_change(
-        number,
-        on,
-        course_slots(fx),
-        fx.cp,
-        today=fx.today(),
-        trips=st.trips,
-        conservative=st.conservative(),
-    )
+    check = check_day(fx, number, on)
     if not check.accepted:
         return list(check.reasons)
     days = window(fx, number)
